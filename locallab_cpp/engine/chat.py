@@ -1,0 +1,100 @@
+"""Chat prompts: the GGUF's own chat template, else a llama-cpp-python chat format by name."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llama_cpp import llama_chat_format
+
+from locallab_cpp.errors import ConfigError
+
+logger = logging.getLogger("locallab_cpp.engine")
+
+FALLBACK_FORMAT = "chatml"
+# Formats whose llama-cpp-python formatter drops system messages; the models' own templates
+# fold the system text into the first user turn, so we do that before formatting.
+_FOLD_SYSTEM_FORMATS = frozenset({"gemma"})
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPrompt:
+    """A conversation rendered to the text the model continues."""
+
+    text: str
+    stop: tuple[str, ...]
+    has_bos_text: bool
+    """The text already starts with the BOS token's text, so tokenizing must not add one."""
+
+
+def _named_formatter(name: str) -> Callable[..., Any]:
+    wanted = name.replace("-", "").replace("_", "").lower()
+    for attr, value in vars(llama_chat_format).items():
+        if attr.startswith("format_") and callable(value):
+            if attr[len("format_") :].replace("_", "").lower() == wanted:
+                return value  # type: ignore[no-any-return]
+    raise ConfigError(
+        f"Unknown chat format '{name}'. Use one of llama-cpp-python's chat format names "
+        "(gemma, chatml, llama-2, llama-3, mistral-instruct, zephyr, ...)."
+    )
+
+
+def _fold_system(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    rest = [dict(m) for m in messages if m["role"] != "system"]
+    if not system:
+        return rest
+    for message in rest:
+        if message["role"] == "user":
+            message["content"] = f"{system}\n\n{message['content']}"
+            return rest
+    return [{"role": "user", "content": system}, *rest]
+
+
+class ChatTemplate:
+    """Renders messages with the model's template (GGUF first, then the registry's name)."""
+
+    def __init__(
+        self,
+        *,
+        gguf_template: str | None,
+        chat_format: str | None,
+        bos_text: str,
+        eos_text: str,
+    ) -> None:
+        self._bos_text = bos_text
+        self._fold = False
+        if gguf_template:
+            formatter = llama_chat_format.Jinja2ChatFormatter(
+                template=gguf_template, eos_token=eos_text, bos_token=bos_text
+            )
+            self.name = "gguf"
+            self._format: Callable[..., Any] = formatter
+        else:
+            name = chat_format or FALLBACK_FORMAT
+            if chat_format is None:
+                logger.warning("model has no chat template and none is named; using %s", name)
+            self._format = _named_formatter(name)
+            self._fold = name in _FOLD_SYSTEM_FORMATS
+            self.name = name
+
+    def render(self, messages: Sequence[Mapping[str, str]]) -> ChatPrompt:
+        """Render ``messages`` (role and content) ending with the assistant's turn opened."""
+        prepared = _fold_system(messages) if self._fold else [dict(m) for m in messages]
+        result = self._format(messages=prepared)
+        stop = result.stop
+        stops: tuple[str, ...]
+        if stop is None:
+            stops = ()
+        elif isinstance(stop, str):
+            stops = (stop,)
+        else:
+            stops = tuple(stop)
+        text: str = result.prompt
+        return ChatPrompt(
+            text=text,
+            stop=stops,
+            has_bos_text=bool(self._bos_text) and text.startswith(self._bos_text),
+        )

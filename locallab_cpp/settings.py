@@ -1,0 +1,146 @@
+"""Server settings: one frozen object built from models.toml, ``LOCALLAB_*`` and CLI flags.
+
+Precedence, lowest first: the defaults below, the ``[server]`` table of models.toml,
+``LOCALLAB_<FIELD>`` environment variables, then command-line flags.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from locallab_cpp.errors import ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_MODELS_FILE = PACKAGE_DIR.parent / "models.toml"
+ENV_PREFIX = "LOCALLAB_"
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything the server can be told at start. Immutable once built."""
+
+    host: str = "127.0.0.1"
+    """Address to bind. Anything but loopback exposes the server to the network."""
+
+    port: Port = 8000
+    """TCP port to listen on (0 picks a free one)."""
+
+    model: str | None = None
+    """Model id from the registry to load at start; None means the registry's first entry."""
+
+    no_model: bool = False
+    """Start with no model loaded (load one later with POST /models/load)."""
+
+    n_ctx: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Context length of each slot in tokens; 0 means max_length's default plus room for a
+    prompt, capped at what the model was trained for."""
+
+    threads: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """CPU threads for llama.cpp; 0 means the number of physical cores."""
+
+    n_gpu_layers: int | None = None
+    """Layers to offload to the GPU; None means all of them where llama.cpp was built with
+    GPU offload (Metal, CUDA), else 0. -1 also means all."""
+
+    parallel: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    """Sequences decoded together in one batch (llama-server's slots)."""
+
+    n_batch: Annotated[int, msgspec.Meta(ge=32, le=8192)] = 512
+    """Most tokens sent to llama.cpp in one decode step; long prompts are cut into chunks of
+    this size so that running streams keep flowing."""
+
+    queue_size: Annotated[int, msgspec.Meta(ge=0)] = 128
+    """Requests that may wait for a free slot; past this they get 503 with Retry-After."""
+
+    rate_limit: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    """Requests per minute allowed to each client address; 0 switches rate limiting off."""
+
+    rate_burst: Positive = 10
+    """Requests a client may send at once before the per-minute rate applies."""
+
+    max_body_bytes: Positive = 4 * 1024 * 1024
+    """Largest request body accepted; larger ones get 413."""
+
+    models_file: str = str(DEFAULT_MODELS_FILE)
+    """Path of the model registry (models.toml)."""
+
+    log_level: str = "info"
+    """Log level for the server (debug, info, warning, error)."""
+
+    @property
+    def rate_limit_enabled(self) -> bool:
+        """Whether the per-client token bucket is applied."""
+        return self.rate_limit > 0
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether the bind address is reachable from this machine only."""
+        return self.host in {"127.0.0.1", "localhost", "::1"} or self.host.startswith("127.")
+
+
+FIELD_NAMES: tuple[str, ...] = Settings.__struct_fields__
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in FIELD_NAMES:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is None or raw == "":
+            continue
+        values[name] = _parse_env(name, raw)
+    return values
+
+
+def _parse_env(name: str, raw: str) -> Any:
+    # Env values are strings; "none" lets a user reset an optional field explicitly.
+    if raw.lower() in {"none", "null", "auto"} and name in {"model", "n_gpu_layers"}:
+        return None
+    if name == "no_model":
+        return raw.lower() in {"1", "true", "yes", "on"}
+    return raw
+
+
+def _toml_values(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path.name} is not valid TOML: {exc}") from None
+    server = data.get("server", {})
+    if not isinstance(server, dict):
+        raise ConfigError(f"[server] in {path.name} must be a table")
+    return dict(server)
+
+
+def load_settings(
+    cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Build the settings from the defaults, models.toml, the environment and CLI flags.
+
+    ``cli`` holds only the flags the user actually gave (None values are ignored).
+    """
+    env = os.environ if env is None else env
+    cli_values = {k: v for k, v in (cli or {}).items() if v is not None}
+    env_values = _env_values(env)
+    models_file = Path(
+        cli_values.get("models_file") or env_values.get("models_file") or DEFAULT_MODELS_FILE
+    )
+    merged: dict[str, Any] = {}
+    merged.update(_toml_values(models_file))
+    merged.update(env_values)
+    merged.update(cli_values)
+    merged["models_file"] = str(models_file)
+    try:
+        return msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"Invalid setting: {exc}") from None
