@@ -118,7 +118,12 @@ class EngineFailure(LocalLabError):
     default_detail = "The inference engine failed; see the server log."
 
 
-_PATH_LIKE = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w .@~+-]+){2,}")
+# Absolute paths under the usual roots, home-relative paths and Windows drive paths. Route
+# names such as /models/available are left alone.
+_PATH_LIKE = re.compile(
+    r"(?:[A-Za-z]:\\|~/|/(?:home|root|Users|tmp|var|usr|opt|etc|mnt|media|private|Volumes"
+    r"|srv|proc|dev|lib|bin|snap|nix|run|workspace|work|data)(?=/|\b))[^\s'\"`]*"
+)
 
 
 def _printable(text: str, limit: int = 100) -> str:
@@ -154,7 +159,10 @@ def _validation_detail(exc: ValidationException) -> str:
         if match:
             message = message[: match.start()]
             key = key or match.group(1) or None
-        parts.append(f"'{key}': {message}" if key else message)
+        if key in (None, "", "data"):
+            parts.append(f"request body: {message}")
+        else:
+            parts.append(f"'{key}': {message}")
     if parts:
         return "Invalid request: " + "; ".join(parts)
     detail = str(exc.detail or "")
@@ -178,7 +186,12 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
         return _response(400, _validation_detail(exc))
     status = exc.status_code
     detail = str(exc.detail) if exc.detail else "Error"
-    if status == 404:
+    if status == 400:
+        # msgspec's decode errors end in " - at `$[...]`", which means nothing to a user.
+        detail = re.sub(r" - at `\$[^`]*`$", "", detail)
+        if not detail.startswith(("Invalid request", "JSON is malformed")):
+            detail = "Invalid request: " + detail
+    elif status == 404:
         detail = "Not found. See /schema for the routes this server serves."
     elif status == 413:
         detail = "Request body is too large."

@@ -144,3 +144,26 @@ def load_settings(
         return msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"Invalid setting: {exc}") from None
+
+
+def field_docs() -> dict[str, str]:
+    """Each setting's docstring, read from this module's source (for ``--help``)."""
+    import ast
+    import inspect
+    import sys
+
+    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
+    docs: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == "Settings":
+            body = node.body
+            for stmt, nxt in zip(body, body[1:], strict=False):
+                if (
+                    isinstance(stmt, ast.AnnAssign)
+                    and isinstance(stmt.target, ast.Name)
+                    and isinstance(nxt, ast.Expr)
+                    and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)
+                ):
+                    docs[stmt.target.id] = " ".join(nxt.value.value.split())
+    return docs

@@ -1,0 +1,7 @@
+"""``python -m locallab_cpp``."""
+
+from __future__ import annotations
+
+from locallab_cpp.cli import main
+
+raise SystemExit(main())

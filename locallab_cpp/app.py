@@ -1,0 +1,118 @@
+"""The application factory. Nothing happens at import time: ``create_app`` builds the app,
+and its lifespan opens the model manager, loads the start-up model and closes it all."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from locallab_cpp import __version__, sysinfo
+from locallab_cpp.controllers.generation import GenerationController
+from locallab_cpp.controllers.models import ModelsController
+from locallab_cpp.controllers.system import SystemController
+from locallab_cpp.engine.manager import EngineFactory, ModelManager
+from locallab_cpp.errors import EXCEPTION_HANDLERS, LocalLabError
+from locallab_cpp.ratelimit import RateLimiter, RateLimitMiddleware
+from locallab_cpp.registry import Registry
+from locallab_cpp.settings import Settings
+
+logger = logging.getLogger("locallab_cpp")
+
+
+def provide_models(state: State) -> ModelManager:
+    """Dependency: the model manager of this app."""
+    manager: ModelManager = state.models
+    return manager
+
+
+class RequestCounter:
+    """Counts HTTP requests for /system/info's request_count."""
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.state.request_count += 1
+        await self.app(scope, receive, send)
+
+
+def _default_factory() -> EngineFactory:
+    from locallab_cpp.engine.llama_engine import open_llama_engine
+
+    return open_llama_engine
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: Registry | None = None,
+    engine_factory: EngineFactory | None = None,
+) -> Litestar:
+    """Build the LocalLab API app.
+
+    ``registry`` defaults to the settings' models file; ``engine_factory`` to the llama.cpp
+    engine. Unit tests pass a fake factory to run the HTTP layer without a model.
+    """
+    registry = registry or Registry.from_file(settings.models_file)
+    factory = engine_factory or _default_factory()
+    state = State({"settings": settings, "request_count": 0, "started_at": time.monotonic()})
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        manager = ModelManager(registry, settings, factory)
+        app.state.models = manager
+        try:
+            # py-cpuinfo is slow on first use; pay for it now, not in a request.
+            await asyncio.to_thread(sysinfo.cpu_static)
+            if not settings.no_model:
+                model_id = settings.model or registry.default_id
+                try:
+                    await manager.load(model_id)
+                except LocalLabError as exc:
+                    logger.error("could not load %s at start: %s", model_id, exc.detail)
+            loaded = manager.current_id or "no model (POST /models/load to load one)"
+            print(
+                f"locallab_cpp {__version__} serving {loaded} at "
+                f"http://{settings.host}:{settings.port} (API docs at /schema)",
+                flush=True,
+            )
+            yield
+        finally:
+            await manager.close()
+
+    def middleware(app: ASGIApp) -> ASGIApp:
+        return RequestCounter(app, state)
+
+    middlewares: list[Any] = [middleware]
+    if settings.rate_limit_enabled:
+        limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        middlewares.append(lambda app: RateLimitMiddleware(app, limiter))
+
+    return Litestar(
+        route_handlers=[GenerationController, ModelsController, SystemController],
+        dependencies={"models": Provide(provide_models, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        middleware=middlewares,
+        state=state,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="locallab_cpp",
+            version=__version__,
+            description="The LocalLab HTTP API over llama.cpp, with continuous batching.",
+            path="/schema",
+        ),
+        debug=False,
+    )

@@ -1,0 +1,130 @@
+"""Command line: ``python -m locallab_cpp serve`` and ``python -m locallab_cpp models``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from locallab_cpp import __version__
+from locallab_cpp.errors import ConfigError
+from locallab_cpp.settings import ENV_PREFIX, FIELD_NAMES, Settings, field_docs, load_settings
+
+# (flag, setting, type) for `serve`; help comes from the settings' own docstrings.
+SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
+    ("--host", "host", str),
+    ("--port", "port", int),
+    ("--model", "model", str),
+    ("--n-ctx", "n_ctx", int),
+    ("--threads", "threads", int),
+    ("--n-gpu-layers", "n_gpu_layers", int),
+    ("--parallel", "parallel", int),
+    ("--n-batch", "n_batch", int),
+    ("--queue-size", "queue_size", int),
+    ("--rate-limit", "rate_limit", float),
+    ("--rate-burst", "rate_burst", int),
+    ("--max-body-bytes", "max_body_bytes", int),
+    ("--models-file", "models_file", str),
+    ("--log-level", "log_level", str),
+)
+
+
+def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    docs = field_docs()
+    defaults = Settings()
+    for flag, name, kind in SERVE_FLAGS:
+        default = getattr(defaults, name)
+        shown = "" if name == "models_file" else f" Default: {default}."
+        parser.add_argument(
+            flag,
+            dest=name,
+            type=kind,
+            default=None,
+            help=f"{docs.get(name, '')}{shown} Env: {ENV_PREFIX}{name.upper()}.",
+        )
+    parser.add_argument(
+        "--no-model",
+        dest="no_model",
+        action="store_true",
+        default=None,
+        help=f"{docs.get('no_model', '')} Env: {ENV_PREFIX}NO_MODEL.",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m locallab_cpp``."""
+    serve_help = argparse.ArgumentParser(prog="serve", add_help=False)
+    _add_serve_flags(serve_help)
+    help_text = serve_help.format_help()
+    flags_text = help_text[help_text.index("options:") + len("options:\n") :].rstrip()
+    parser = argparse.ArgumentParser(
+        prog="python -m locallab_cpp",
+        description="A laptop-local LLM server: the LocalLab HTTP API over llama.cpp.",
+        epilog="flags of `serve` (each also a LOCALLAB_* environment variable, and a key of "
+        "the [server] table in models.toml):\n" + flags_text,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"locallab_cpp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="Serve the LocalLab API.")
+    _add_serve_flags(serve)
+    models = sub.add_parser("models", help="List the models of the registry.")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models_list = models_sub.add_parser("list", help="List registry entries and their state.")
+    models_list.add_argument("--models-file", dest="models_file", default=None)
+    return parser
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from locallab_cpp.app import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not settings.is_loopback:
+        print(
+            f"WARNING: serving on {settings.host}, reachable from other machines. "
+            "Put the server behind an API key or a firewall.",
+            file=sys.stderr,
+        )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _models_list(settings: Settings) -> int:
+    from locallab_cpp.registry import Registry
+
+    registry = Registry.from_file(settings.models_file)
+    print(f"{'ID':40} {'PARAMS':7} {'QUANT':8} {'SIZE':>9}  ON DISK")
+    for spec in registry:
+        on_disk = "yes" if registry.local_path(spec) is not None else "no"
+        size = f"{spec.size_bytes / 1e6:.0f} MB" if spec.size_bytes else "?"
+        print(f"{spec.id:40} {spec.parameters:7} {spec.quantization:8} {size:>9}  {on_disk}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        given = {k: v for k, v in vars(args).items() if k in FIELD_NAMES}
+        settings = load_settings(given)
+        if args.command == "serve":
+            return _serve(settings)
+        return _models_list(settings)
+    except ConfigError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
