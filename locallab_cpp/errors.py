@@ -13,6 +13,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
 
 logger = logging.getLogger("locallab_cpp")
 
@@ -195,8 +196,8 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
         detail = "Not found. See /schema for the routes this server serves."
     elif status == 413:
         detail = "Request body is too large."
-    headers = exc.headers or {}
-    return _response(status, detail, int(headers["Retry-After"]) if "Retry-After" in headers else None)
+    retry_after = (exc.headers or {}).get("Retry-After")
+    return _response(status, detail, int(retry_after) if retry_after else None)
 
 
 def unexpected_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -205,7 +206,7 @@ def unexpected_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Respo
     return _response(500, "Internal server error; see the server log.")
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     LocalLabError: locallab_error_handler,
     HTTPException: http_error_handler,
     Exception: unexpected_error_handler,

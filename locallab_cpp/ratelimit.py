@@ -8,7 +8,7 @@ from collections import OrderedDict
 from typing import Any
 
 import msgspec
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
 
 from locallab_cpp.errors import RateLimited, error_body
 
@@ -81,5 +81,10 @@ class RateLimitMiddleware:
             (b"content-length", str(len(body)).encode()),
             (b"retry-after", str(retry_after).encode()),
         ]
-        await send({"type": "http.response.start", "status": 429, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": headers,
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})

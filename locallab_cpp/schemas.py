@@ -24,9 +24,7 @@ MAX_STOP_STRINGS = 8
 MAX_BATCH_PROMPTS = 64
 MAX_MESSAGES = 1024
 
-MaxLength = Annotated[
-    int, Meta(ge=1, le=16384, description="New tokens at most (default 8192).")
-]
+MaxLength = Annotated[int, Meta(ge=1, le=16384, description="New tokens at most (default 8192).")]
 Temperature = Annotated[
     float, Meta(ge=0.0, le=2.0, description="Randomness; 0 means greedy (default 0.7).")
 ]
@@ -54,11 +52,7 @@ class GenerationParams(msgspec.Struct, kw_only=True):
     repetition_penalty: RepetitionPenalty | None = None
     do_sample: bool | None = None
     seed: Seed | None = None
-    stop: (
-        StopString
-        | Annotated[list[StopString], Meta(max_length=MAX_STOP_STRINGS)]
-        | None
-    ) = None
+    stop: StopString | Annotated[list[StopString], Meta(max_length=MAX_STOP_STRINGS)] | None = None
 
     def stop_strings(self) -> tuple[str, ...]:
         """The stop strings as a tuple, whichever form the client sent."""

@@ -150,6 +150,7 @@ def field_docs() -> dict[str, str]:
     """Each setting's docstring, read from this module's source (for ``--help``)."""
     import ast
     import inspect
+    import itertools
     import sys
 
     tree = ast.parse(inspect.getsource(sys.modules[__name__]))
@@ -157,7 +158,7 @@ def field_docs() -> dict[str, str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == "Settings":
             body = node.body
-            for stmt, nxt in zip(body, body[1:], strict=False):
+            for stmt, nxt in itertools.pairwise(body):
                 if (
                     isinstance(stmt, ast.AnnAssign)
                     and isinstance(stmt.target, ast.Name)

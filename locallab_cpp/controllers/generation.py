@@ -130,7 +130,9 @@ class GenerationController(Controller):
     async def chat(self, data: ChatRequest, models: ModelManager) -> ChatResponse | Stream:
         """Answer the conversation in ``messages`` as the assistant."""
         engine = await models.engine_for(data.model_id)
-        rendered = engine.chat_prompt([{"role": m.role, "content": m.content} for m in data.messages])
+        rendered = engine.chat_prompt(
+            [{"role": m.role, "content": m.content} for m in data.messages]
+        )
         prompt = await _tokenize(engine, rendered.text, add_bos=not rendered.has_bos_text)
         [handle] = engine.submit(_inputs(data, [prompt], rendered.stop))
         if data.stream:

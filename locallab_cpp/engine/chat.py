@@ -32,9 +32,9 @@ class ChatPrompt:
 def _named_formatter(name: str) -> Callable[..., Any]:
     wanted = name.replace("-", "").replace("_", "").lower()
     for attr, value in vars(llama_chat_format).items():
-        if attr.startswith("format_") and callable(value):
-            if attr[len("format_") :].replace("_", "").lower() == wanted:
-                return value  # type: ignore[no-any-return]
+        short = attr.removeprefix("format_")
+        if short != attr and callable(value) and short.replace("_", "").lower() == wanted:
+            return value
     raise ConfigError(
         f"Unknown chat format '{name}'. Use one of llama-cpp-python's chat format names "
         "(gemma, chatml, llama-2, llama-3, mistral-instruct, zephyr, ...)."

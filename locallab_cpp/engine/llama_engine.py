@@ -11,6 +11,7 @@ chat turn, a shared system prompt) only computes the new tokens.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import logging
 import random
@@ -173,9 +174,7 @@ class LlamaEngine:
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
         try:
-            self._model = _internals.LlamaModel(
-                path_model=str(path), params=mparams, verbose=False
-            )
+            self._model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
         except ValueError:
             raise ModelUnavailable(
                 f"llama.cpp could not load the GGUF of model '{spec.id}'; the file may be "
@@ -395,10 +394,9 @@ class LlamaEngine:
         for item in outbox:
             by_loop.setdefault(item[0].loop, []).append(item)
         for loop, items in by_loop.items():
-            try:
+            # A closed loop means nobody is listening any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_deliver, items)
-            except RuntimeError:  # the loop has closed: nobody is listening any more
-                pass
         outbox.clear()
 
     def _fail_all(self, error: LocalLabError, outbox: list[tuple[GenerationHandle, Event]]) -> None:
@@ -422,9 +420,7 @@ class LlamaEngine:
             if job.handle.cancelled.is_set():
                 continue
             prompt = job.inp.prompt_tokens
-            slot = max(
-                free, key=lambda s: (_common_prefix(s.kv_tokens, prompt), -len(s.kv_tokens))
-            )
+            slot = max(free, key=lambda s: (_common_prefix(s.kv_tokens, prompt), -len(s.kv_tokens)))
             self._assign(slot, job)
 
     def _assign(self, slot: _Slot, job: _Job) -> None:
@@ -449,9 +445,7 @@ class LlamaEngine:
     def _make_sampler(self, params: SamplingParams, prompt: Sequence[int]) -> Any:
         chain = _internals.LlamaSampler()
         if params.repetition_penalty != 1.0:
-            chain.add_penalties(
-                self._n_vocab, PENALTY_LAST_N, params.repetition_penalty, 0.0, 0.0
-            )
+            chain.add_penalties(self._n_vocab, PENALTY_LAST_N, params.repetition_penalty, 0.0, 0.0)
             # The penalty looks at the recent prompt too, as llama-server's does.
             for token in prompt[-PENALTY_LAST_N:]:
                 llama_cpp.llama_sampler_accept(chain.sampler, token)

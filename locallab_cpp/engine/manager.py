@@ -155,6 +155,4 @@ class ModelManager:
         """Free the engine at shutdown."""
         old, self._engine = self._engine, None
         if old is not None:
-            await asyncio.to_thread(
-                old.close, GenerationAborted("The server is shutting down.")
-            )
+            await asyncio.to_thread(old.close, GenerationAborted("The server is shutting down."))
