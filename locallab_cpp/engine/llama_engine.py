@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import numpy as np
 from llama_cpp import _internals
 
 from locallab_cpp.engine.base import EngineInfo, EngineStats
@@ -120,6 +121,8 @@ class _Slot:
     kv_tokens: list[int] = field(default_factory=list)
     job: _Job | None = None
     sampler: _internals.LlamaSampler | None = None
+    argmax: bool = False
+    """Plain greedy decoding: take the arg-max of the logits without a sampler chain."""
     prompt_pos: int = 0
     next_token: int | None = None
     """Sampled but not yet decoded; fed at the next step."""
@@ -200,6 +203,10 @@ class LlamaEngine:
         # scan the other slots' cells.
         cparams.kv_unified = False
         cparams.no_perf = True
+        # At most one output (logits row) per slot per step. Without this bound llama.cpp
+        # sizes its compute buffer for logits of every token of a full batch: with Gemma's
+        # 262k vocabulary that is 512 MB that we would never use.
+        cparams.n_outputs_max = self._parallel
         try:
             self._ctx = _internals.LlamaContext(model=self._model, params=cparams, verbose=False)
         except ValueError:
@@ -437,7 +444,11 @@ class LlamaEngine:
         slot.prompt_pos = keep
         slot.next_token = None
         job.cached_tokens = keep
-        slot.sampler = self._make_sampler(job.inp.sampling, prompt)
+        params = job.inp.sampling
+        # Plain greedy needs no llama.cpp sampler: an arg-max over the logits row is the same
+        # choice without copying 262k candidates into a token-data array every step.
+        slot.argmax = params.greedy and params.repetition_penalty == 1.0
+        slot.sampler = None if slot.argmax else self._make_sampler(params, prompt)
         self._n_active += 1
         self._prompt_total += len(prompt)
         self._cached_total += keep
@@ -535,8 +546,12 @@ class LlamaEngine:
             if slot.out_index < 0 or slot.job is None:
                 continue
             index, slot.out_index = slot.out_index, -1
-            assert slot.sampler is not None
-            token = llama_cpp.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, index)
+            if slot.argmax:
+                logits = llama_cpp.llama_get_logits_ith(self._ctx.ctx, index)
+                token = int(np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
+            else:
+                assert slot.sampler is not None
+                token = llama_cpp.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, index)
             self._on_token(slot, token, outbox)
 
     def _on_token(
