@@ -121,8 +121,9 @@ class _Slot:
     kv_tokens: list[int] = field(default_factory=list)
     job: _Job | None = None
     sampler: _internals.LlamaSampler | None = None
-    argmax: bool = False
-    """Plain greedy decoding: take the arg-max of the logits without a sampler chain."""
+    """llama.cpp sampler chain for sampled decoding; None for greedy decoding."""
+    recent: deque[int] = field(default_factory=lambda: deque(maxlen=PENALTY_LAST_N))
+    """The last tokens (prompt included) that the repetition penalty applies to."""
     prompt_pos: int = 0
     next_token: int | None = None
     """Sampled but not yet decoded; fed at the next step."""
@@ -445,31 +446,46 @@ class LlamaEngine:
         slot.next_token = None
         job.cached_tokens = keep
         params = job.inp.sampling
-        # Plain greedy needs no llama.cpp sampler: an arg-max over the logits row is the same
-        # choice without copying 262k candidates into a token-data array every step.
-        slot.argmax = params.greedy and params.repetition_penalty == 1.0
-        slot.sampler = None if slot.argmax else self._make_sampler(params, prompt)
+        slot.recent.clear()
+        slot.recent.extend(prompt[-PENALTY_LAST_N:])
+        slot.sampler = None if params.greedy else self._make_sampler(params)
         self._n_active += 1
         self._prompt_total += len(prompt)
         self._cached_total += keep
 
-    def _make_sampler(self, params: SamplingParams, prompt: Sequence[int]) -> Any:
+    def _make_sampler(self, params: SamplingParams) -> _internals.LlamaSampler:
+        # The repetition penalty is not in the chain: _sample applies it to the few recent
+        # tokens' logits directly, where llama.cpp's penalty sampler walks the whole
+        # vocabulary (262k entries for Gemma) on every token.
         chain = _internals.LlamaSampler()
-        if params.repetition_penalty != 1.0:
-            chain.add_penalties(self._n_vocab, PENALTY_LAST_N, params.repetition_penalty, 0.0, 0.0)
-            # The penalty looks at the recent prompt too, as llama-server's does.
-            for token in prompt[-PENALTY_LAST_N:]:
-                llama_cpp.llama_sampler_accept(chain.sampler, token)
-        if params.greedy:
-            chain.add_greedy()
-        else:
-            if params.top_k > 0:
-                chain.add_top_k(params.top_k)
-            chain.add_top_p(params.top_p, 1)
-            chain.add_temp(params.temperature)
-            seed = params.seed if params.seed is not None else random.getrandbits(32) - 1
-            chain.add_dist(seed % 0xFFFFFFFF)
+        if params.top_k > 0:
+            chain.add_top_k(params.top_k)
+        chain.add_top_p(params.top_p, 1)
+        chain.add_temp(params.temperature)
+        seed = params.seed if params.seed is not None else random.getrandbits(32) - 1
+        chain.add_dist(seed % 0xFFFFFFFF)
         return chain
+
+    def _sample(self, slot: _Slot, job: _Job, index: int) -> int:
+        """Pick the next token of ``slot`` from the logits at batch position ``index``."""
+        params = job.inp.sampling
+        logits = np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits_ith(self._ctx.ctx, index), shape=(self._n_vocab,)
+        )
+        penalty = params.repetition_penalty
+        if penalty != 1.0 and slot.recent:
+            # llama.cpp's rule (penalty_repeat): shrink positive logits, grow negative ones.
+            ids = np.fromiter(set(slot.recent), dtype=np.intp)
+            values = logits[ids]
+            logits[ids] = np.where(values > 0, values / penalty, values * penalty)
+        if slot.sampler is None:
+            # Greedy: an arg-max over the row is the same choice as llama.cpp's greedy
+            # sampler, without copying every candidate into a token-data array.
+            token = int(logits.argmax())
+        else:
+            token = llama_cpp.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, index)
+        slot.recent.append(token)
+        return token
 
     def _release(self, slot: _Slot) -> None:
         slot.job = None
@@ -546,13 +562,7 @@ class LlamaEngine:
             if slot.out_index < 0 or slot.job is None:
                 continue
             index, slot.out_index = slot.out_index, -1
-            if slot.argmax:
-                logits = llama_cpp.llama_get_logits_ith(self._ctx.ctx, index)
-                token = int(np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
-            else:
-                assert slot.sampler is not None
-                token = llama_cpp.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, index)
-            self._on_token(slot, token, outbox)
+            self._on_token(slot, self._sample(slot, slot.job, index), outbox)
 
     def _on_token(
         self, slot: _Slot, token: int, outbox: list[tuple[GenerationHandle, Event]]
