@@ -59,6 +59,9 @@ SHARED_CHUNK_DIVISOR = 4
 """While other slots are generating, a prompt chunk is n_batch / this, so their streams keep
 flowing during a long prefill."""
 ALL_LAYERS = 999
+MAX_UBATCH = 256
+"""Tokens llama.cpp computes at once. Its compute buffer grows with this; on CPU, 256 is
+already enough to keep the matrix kernels busy, and it halves that buffer against 512."""
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -177,6 +180,9 @@ class LlamaEngine:
 
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
+        # Read the weights instead of mapping them: repacked tensors would otherwise stay
+        # resident twice (mapped file pages and the repacked copy).
+        mparams.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
         try:
             self._model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
         except ValueError:
@@ -194,7 +200,7 @@ class LlamaEngine:
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = n_ctx_slot * self._parallel
         cparams.n_batch = settings.n_batch
-        cparams.n_ubatch = settings.n_batch
+        cparams.n_ubatch = min(settings.n_batch, MAX_UBATCH)
         cparams.n_seq_max = self._parallel
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
