@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -17,6 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from locallab_cpp import __version__, sysinfo
+from locallab_cpp.bodies import validate_body_strictly
 from locallab_cpp.controllers.generation import GenerationController
 from locallab_cpp.controllers.models import ModelsController
 from locallab_cpp.controllers.system import SystemController
@@ -62,10 +62,11 @@ def create_app(
 ) -> Litestar:
     """Build the LocalLab API app.
 
-    ``registry`` defaults to the settings' models file; ``engine_factory`` to the llama.cpp
-    engine. Unit tests pass a fake factory to run the HTTP layer without a model.
+    ``registry`` defaults to the package's models.toml with the settings' user file laid
+    over it; ``engine_factory`` to the llama.cpp engine. Unit tests pass a fake factory to
+    run the HTTP layer without a model.
     """
-    registry = registry or Registry.from_file(settings.models_file)
+    registry = registry or Registry.load(settings.models_file)
     factory = engine_factory or _default_factory()
     state = State({"settings": settings, "request_count": 0, "started_at": time.monotonic()})
 
@@ -92,20 +93,12 @@ def create_app(
         finally:
             await manager.close()
 
-    def middleware(app: ASGIApp) -> ASGIApp:
-        return RequestCounter(app, state)
-
-    middlewares: list[Any] = [middleware]
-    if settings.rate_limit_enabled:
-        limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-        middlewares.append(lambda app: RateLimitMiddleware(app, limiter))
-
-    return Litestar(
+    app = Litestar(
         route_handlers=[GenerationController, ModelsController, SystemController],
         dependencies={"models": Provide(provide_models, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
-        middleware=middlewares,
+        before_request=validate_body_strictly,
         state=state,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -116,3 +109,12 @@ def create_app(
         ),
         debug=False,
     )
+    # Wrap the whole ASGI handler, not only the routes (Litestar's `middleware=` wraps matched
+    # routes only): unknown paths and wrong methods count and are rate-limited too.
+    handler: ASGIApp = RequestCounter(app.asgi_handler, state)
+    if settings.rate_limit_enabled:
+        handler = RateLimitMiddleware(
+            handler, RateLimiter(settings.rate_limit, settings.rate_burst)
+        )
+    app.asgi_handler = handler
+    return app

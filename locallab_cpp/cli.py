@@ -1,4 +1,5 @@
-"""Command line: ``python -m locallab_cpp serve`` and ``python -m locallab_cpp models``."""
+"""Command line: ``python -m locallab_cpp serve`` and
+``python -m locallab_cpp models list | pull ID | rm ID | info ID``."""
 
 from __future__ import annotations
 
@@ -70,10 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="Serve the LocalLab API.")
     _add_serve_flags(serve)
-    models = sub.add_parser("models", help="List the models of the registry.")
+    models = sub.add_parser(
+        "models", help="List, download, remove and describe the models of the registry."
+    )
     models_sub = models.add_subparsers(dest="models_command", required=True)
-    models_list = models_sub.add_parser("list", help="List registry entries and their state.")
-    models_list.add_argument("--models-file", dest="models_file", default=None)
+    file_help = (
+        "User registry file laid over the package's models.toml "
+        f"(default: {ENV_PREFIX}MODELS_FILE, else ~/.config/locallab_cpp/models.toml)."
+    )
+    commands = (
+        ("list", "List registry entries: on disk or not, size, memory estimate."),
+        ("pull", "Download a model into the Hugging Face cache and check its sha256."),
+        ("rm", "Delete a downloaded model from the Hugging Face cache."),
+        ("info", "Show a registry entry, where its file is and what it needs."),
+    )
+    for name, help_text in commands:
+        command = models_sub.add_parser(name, help=help_text, description=help_text)
+        if name != "list":
+            command.add_argument("model_id", metavar="ID", help="A model id of the registry.")
+        command.add_argument("--models-file", dest="models_file", default=None, help=file_help)
     return parser
 
 
@@ -104,18 +120,6 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
-def _models_list(settings: Settings) -> int:
-    from locallab_cpp.registry import Registry
-
-    registry = Registry.from_file(settings.models_file)
-    print(f"{'ID':40} {'PARAMS':7} {'QUANT':8} {'SIZE':>9}  ON DISK")
-    for spec in registry:
-        on_disk = "yes" if registry.local_path(spec) is not None else "no"
-        size = f"{spec.size_bytes / 1e6:.0f} MB" if spec.size_bytes else "?"
-        print(f"{spec.id:40} {spec.parameters:7} {spec.quantization:8} {size:>9}  {on_disk}")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
@@ -124,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(given)
         if args.command == "serve":
             return _serve(settings)
-        return _models_list(settings)
+        from locallab_cpp.cli_models import run_models_command
+
+        return run_models_command(args.models_command, getattr(args, "model_id", None), settings)
     except ConfigError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 2

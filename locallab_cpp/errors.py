@@ -112,6 +112,13 @@ class GenerationAborted(LocalLabError):
     default_detail = "The generation was stopped because the model was unloaded or switched."
 
 
+class ClientDisconnected(LocalLabError):
+    """The client hung up before its answer was ready; nobody reads this response."""
+
+    status_code = 499
+    default_detail = "Client closed the request."
+
+
 class EngineFailure(LocalLabError):
     """llama.cpp itself failed; the only error that is a 500."""
 
@@ -142,28 +149,40 @@ def error_body(detail: str) -> dict[str, str]:
     return {"detail": detail}
 
 
-def _response(status: int, detail: str, retry_after: int | None = None) -> Response[Any]:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+def _response(
+    status: int,
+    detail: str,
+    retry_after: int | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
+    headers = dict(headers or {})
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return Response(content=error_body(scrub(detail)), status_code=status, headers=headers)
+
+
+def describe_msgspec_error(message: str, key: str | None = None) -> str:
+    """One validation problem as a user reads it: ``'temperature': Expected ...``.
+
+    msgspec ends its messages with "- at `$.field`"; the field name is said plainly instead.
+    """
+    message = message.strip()
+    match = re.search(r" - at `\$\.?([^`]*)`$", message)
+    if match:
+        message = message[: match.start()]
+        key = key or match.group(1) or None
+    if key in (None, "", "data") or (key or "").startswith("["):
+        return f"request body: {message}"
+    return f"'{key}': {message}"
 
 
 def _validation_detail(exc: ValidationException) -> str:
     extra = exc.extra if isinstance(exc.extra, list) else []
-    parts: list[str] = []
-    for item in extra:
-        if not isinstance(item, dict):
-            continue
-        message = str(item.get("message", "")).strip()
-        key = item.get("key")
-        # msgspec writes "... - at `$.temperature`"; say the field name plainly instead.
-        match = re.search(r" - at `\$\.?([^`]*)`$", message)
-        if match:
-            message = message[: match.start()]
-            key = key or match.group(1) or None
-        if key in (None, "", "data"):
-            parts.append(f"request body: {message}")
-        else:
-            parts.append(f"'{key}': {message}")
+    parts = [
+        describe_msgspec_error(str(item.get("message", "")), item.get("key"))
+        for item in extra
+        if isinstance(item, dict)
+    ]
     if parts:
         return "Invalid request: " + "; ".join(parts)
     detail = str(exc.detail or "")
@@ -196,8 +215,8 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
         detail = "Not found. See /schema for the routes this server serves."
     elif status == 413:
         detail = "Request body is too large."
-    retry_after = (exc.headers or {}).get("Retry-After")
-    return _response(status, detail, int(retry_after) if retry_after else None)
+    # Keep Litestar's headers (Allow on a 405, Retry-After) with our body.
+    return _response(status, detail, headers=dict(exc.headers or {}))
 
 
 def unexpected_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

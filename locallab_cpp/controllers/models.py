@@ -1,32 +1,87 @@
-"""Model management: /models/load, /models/current, /models/available, /models/unload."""
+"""Model management: /models/load, /models/load/progress, /models/current,
+/models/available, /models/unload."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import msgspec
 from litestar import Controller, get, post
+from litestar.params import Parameter
 
+from locallab_cpp import sizing
 from locallab_cpp.engine.manager import ModelManager
 from locallab_cpp.errors import NotFound
+from locallab_cpp.progress import ProgressSnapshot
 from locallab_cpp.registry import ModelSpec
 from locallab_cpp.schemas import (
     AvailableModel,
     AvailableModels,
     CurrentModel,
     LoadModelRequest,
+    LoadProgressBody,
     StatusResponse,
 )
+from locallab_cpp.settings import Settings
+from locallab_cpp.sse import DONE, EventStream, event_stream
 from locallab_cpp.sysinfo import available_memory
 
-# Memory beyond the file a loaded model needs: KV cache, compute buffers, runtime.
-# A rough allowance until the registry records per-model KV sizes.
-LOAD_OVERHEAD_FACTOR = 1.25
-LOAD_OVERHEAD_BYTES = 768 * 1024 * 1024
+PROGRESS_INTERVAL_S = 0.5
+"""How often the progress stream sends an event while a load runs."""
 
 
-def estimated_need(spec: ModelSpec) -> int:
-    """Bytes of memory a model is expected to take once loaded."""
-    return int(spec.size_bytes * LOAD_OVERHEAD_FACTOR) + LOAD_OVERHEAD_BYTES
+def estimated_need(spec: ModelSpec, settings: Settings | None = None, size: int = 0) -> int:
+    """Bytes of memory a model is expected to take once loaded (see :mod:`sizing`)."""
+    return sizing.estimated_need(spec, settings, size)
+
+
+def progress_body(snapshot: ProgressSnapshot | None) -> LoadProgressBody:
+    """The JSON form of a load's progress (``idle`` when no load ever ran)."""
+    if snapshot is None:
+        return LoadProgressBody(
+            loading=False,
+            model_id=None,
+            state="idle",
+            bytes_done=0,
+            bytes_total=0,
+            percent=None,
+            started_at=None,
+            elapsed_s=None,
+        )
+    end = time.time() if snapshot.active else snapshot.updated_at
+    return LoadProgressBody(
+        loading=snapshot.active,
+        model_id=snapshot.model_id,
+        state=snapshot.state,
+        bytes_done=snapshot.bytes_done,
+        bytes_total=snapshot.bytes_total,
+        percent=snapshot.percent,
+        started_at=snapshot.started_at,
+        elapsed_s=round(end - snapshot.started_at, 3),
+        detail=snapshot.detail,
+    )
+
+
+def _active(models: ModelManager) -> LoadProgressBody | None:
+    loading = models.loading
+    return progress_body(loading.snapshot()) if loading is not None else None
+
+
+async def _progress_events(models: ModelManager) -> AsyncIterator[bytes]:
+    last: bytes | None = None
+    while True:
+        body = progress_body(models.progress())
+        payload = msgspec.json.encode(body)
+        if payload != last:
+            yield b"data: " + payload + b"\n\n"
+            last = payload
+        if not body.loading:
+            break
+        await asyncio.sleep(PROGRESS_INTERVAL_S)
+    yield DONE
 
 
 class ModelsController(Controller):
@@ -37,7 +92,8 @@ class ModelsController(Controller):
 
     @post("/load", status_code=200, summary="Load a model (returns when it is ready)")
     async def load(self, data: LoadModelRequest, models: ModelManager) -> StatusResponse:
-        """Load ``model_id``; generations of the previous model end with an error."""
+        """Load ``model_id``, downloading it first if it is not on disk; generations of the
+        previous model end with an error once the new one is ready to load."""
         engine = await models.load(data.model_id)
         info = engine.info
         return StatusResponse(
@@ -47,12 +103,38 @@ class ModelsController(Controller):
             f"request, {info.parallel} parallel slots).",
         )
 
+    @get("/load/progress", summary="Progress of the model load under way")
+    async def load_progress(
+        self,
+        models: ModelManager,
+        stream: bool = Parameter(
+            default=False,
+            description="Send Server-Sent Events until the load ends, then data: [DONE].",
+        ),
+    ) -> LoadProgressBody | EventStream:
+        """The load under way (state downloading, verifying or loading, with bytes done and
+        total), else how the last one ended (ready or failed), else ``idle``."""
+        if stream:
+            return event_stream(_progress_events(models))
+        return progress_body(models.progress())
+
     @get("/current", summary="The loaded model")
     async def current(self, models: ModelManager) -> CurrentModel:
-        """Details of the loaded model; 404 when none is loaded."""
+        """Details of the loaded model; while none is loaded but one is on its way, its
+        progress; else 404."""
         engine = models.engine
+        loading = _active(models)
         if engine is None:
-            raise NotFound("No model is currently loaded")
+            if loading is None or loading.model_id is None:
+                raise NotFound("No model is currently loaded")
+            spec = models.registry.get(loading.model_id)
+            return CurrentModel(
+                model_id=spec.id,
+                name=spec.display_name,
+                description=spec.description,
+                is_loaded=False,
+                loading=loading,
+            )
         info = engine.info
         return CurrentModel(
             model_id=info.model_id,
@@ -65,35 +147,48 @@ class ModelsController(Controller):
             chat_format=info.chat_format,
             loaded_at=info.loaded_at,
             parallel=info.parallel,
+            loading=loading,
         )
 
     @get("/available", summary="Every model of the registry")
     async def available(self, models: ModelManager) -> AvailableModels:
-        """Each registry entry, whether it is on disk, loaded, and fits in free memory."""
+        """Each registry entry: on disk or not, its size, whether it is loaded, whether the
+        machine's available memory holds it, and the progress of one being loaded."""
         current = models.current_id
         registry = models.registry
+        settings = models.settings
+        loading = _active(models)
         free = available_memory()
-        # local_path may touch the disk (hub cache look-ups): keep it off the event loop.
+        # local_path touches the disk (hub cache look-ups): keep it off the event loop.
         paths = await asyncio.to_thread(lambda: [registry.local_path(s) for s in registry])
         entries = []
         for spec, path in zip(registry, paths, strict=True):
             is_loaded = spec.id == current
-            size = path.stat().st_size if path is not None else spec.size_bytes
+            on_disk = _size(path)
+            need = estimated_need(spec, settings, on_disk)
             entries.append(
                 AvailableModel(
                     id=spec.id,
                     name=spec.display_name,
                     description=spec.description,
-                    size_bytes=size,
+                    size_bytes=on_disk or spec.size_bytes,
                     is_downloaded=path is not None or spec.source == "package",
                     is_loaded=is_loaded,
-                    can_load=is_loaded or estimated_need(spec) <= free,
+                    can_load=is_loaded or need <= free,
                     parameters=spec.parameters,
                     quantization=spec.quantization,
                     source=spec.source,
+                    size_on_disk_bytes=on_disk,
+                    estimated_memory_bytes=need,
+                    context_length=spec.context_length,
+                    repo=spec.repo,
+                    file=spec.file,
+                    progress=loading if loading and loading.model_id == spec.id else None,
                 )
             )
-        return AvailableModels(models=entries, current_model=current)
+        return AvailableModels(
+            models=entries, current_model=current, available_memory_bytes=free, loading=loading
+        )
 
     @post("/unload", status_code=200, summary="Unload the current model")
     async def unload(self, models: ModelManager) -> StatusResponse:
@@ -101,3 +196,10 @@ class ModelsController(Controller):
         unloaded = await models.unload()
         message = f"Model '{unloaded}' unloaded." if unloaded else "No model was loaded."
         return StatusResponse(status="success", message=message, model_id=unloaded)
+
+
+def _size(path: Path | None) -> int:
+    try:
+        return path.stat().st_size if path is not None else 0
+    except OSError:
+        return 0

@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Controller, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from locallab_cpp import sysinfo
 from locallab_cpp.engine.manager import ModelManager
@@ -19,13 +20,15 @@ class SystemController(Controller):
     tags = ["System"]
 
     @get("/health", summary="Liveness (cheap; never waits on generation)")
-    async def health(self, models: ModelManager) -> Health:
+    async def health(self, models: NamedDependency[ModelManager]) -> Health:
         """Whether the server is up and which model is loaded."""
         current = models.current_id
         return Health(status="healthy", model_loaded=current is not None, model_id=current)
 
     @get("/system/info", summary="Machine, llama.cpp build and model details")
-    async def system_info(self, models: ModelManager, state: State) -> dict[str, Any]:
+    async def system_info(
+        self, models: NamedDependency[ModelManager], state: State
+    ) -> dict[str, Any]:
         """CPU, memory, GPU offload, llama.cpp build, the loaded model and counters."""
         live = sysinfo.snapshot()
         llama = sysinfo.llama_static()

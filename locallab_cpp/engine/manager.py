@@ -1,16 +1,16 @@
 """Which model is loaded: load, unload and switch, one at a time.
 
 The manager lives on ``app.state`` and is what controllers receive by dependency
-injection. Loading runs in a worker thread, so the event loop keeps serving /health.
+injection. Fetching (download, sha256 check) and loading run in a worker thread, so the
+event loop keeps serving /health and the current model keeps generating while the next one
+downloads; the old model is closed only once the new GGUF is on disk and verified.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from locallab_cpp.engine.base import Engine
@@ -21,6 +21,7 @@ from locallab_cpp.errors import (
     ModelUnavailable,
     NoModelLoaded,
 )
+from locallab_cpp.progress import LoadCancelled, LoadProgress, ProgressSnapshot
 from locallab_cpp.registry import ModelSpec, Registry
 from locallab_cpp.settings import Settings
 
@@ -31,12 +32,8 @@ EngineFactory = Callable[[ModelSpec, Path, Settings], Engine]
 SWITCH_POLL_S = 0.05
 
 
-@dataclass(frozen=True, slots=True)
-class LoadState:
-    """A load under way, for progress reports."""
-
-    model_id: str
-    started_at: float
+LoadState = LoadProgress
+"""A load under way (its ``model_id``, ``started_at`` and progress)."""
 
 
 class ModelManager:
@@ -48,7 +45,8 @@ class ModelManager:
         self._factory = factory
         self._engine: Engine | None = None
         self._lock = asyncio.Lock()
-        self._loading: LoadState | None = None
+        self._loading: LoadProgress | None = None
+        self._last: ProgressSnapshot | None = None
 
     @property
     def engine(self) -> Engine | None:
@@ -56,9 +54,14 @@ class ModelManager:
         return self._engine
 
     @property
-    def loading(self) -> LoadState | None:
+    def loading(self) -> LoadProgress | None:
         """The load under way, if any."""
         return self._loading
+
+    def progress(self) -> ProgressSnapshot | None:
+        """The load under way, else how the last one ended, else None."""
+        loading = self._loading
+        return loading.snapshot() if loading is not None else self._last
 
     @property
     def current_id(self) -> str | None:
@@ -99,12 +102,19 @@ class ModelManager:
         A switch waits until the current model's in-flight sequences have finished.
         """
         if model_id is None:
+            # While a first model loads, wait for it; while it downloads or is checked
+            # (minutes, perhaps), say so rather than hold the request.
+            while self._engine is None and (loading := self._loading) is not None:
+                now = loading.snapshot()
+                if now.state != "loading":
+                    done = f" ({now.percent:.0f}%)" if now.percent is not None else ""
+                    raise NoModelLoaded(
+                        f"No model is loaded yet: model '{now.model_id}' is {now.state}"
+                        f"{done}. GET /models/load/progress follows it; retry when it is ready.",
+                        retry_after=5,
+                    )
+                await asyncio.sleep(SWITCH_POLL_S)
             if self._engine is None:
-                if self._loading is not None:
-                    async with self._lock:
-                        pass
-                    if self._engine is not None:
-                        return self._engine
                 raise NoModelLoaded()
             return self._engine
         spec = self.registry.get(model_id)
@@ -122,8 +132,12 @@ class ModelManager:
             return await self._replace(spec)
 
     async def _replace(self, spec: ModelSpec) -> Engine:
-        self._loading = LoadState(model_id=spec.id, started_at=time.time())
+        progress = LoadProgress(spec.id)
+        self._loading = progress
         try:
+            # Fetch first: the current model keeps serving while the next one downloads.
+            path = await asyncio.to_thread(self.registry.ensure_local, spec, progress)
+            progress.begin("loading")
             old, self._engine = self._engine, None
             if old is not None:
                 await asyncio.to_thread(
@@ -132,15 +146,26 @@ class ModelManager:
                         f"The model was switched to '{spec.id}' during the generation."
                     ),
                 )
-            engine = await asyncio.to_thread(self._open, spec)
+            engine = await asyncio.to_thread(self._open, spec, path)
             self._engine = engine
+            self._last = progress.finish("ready")
             logger.info("model %s loaded", spec.id)
             return engine
+        except LoadCancelled:
+            self._last = progress.finish("failed", "The load was cancelled.")
+            raise ModelUnavailable(
+                f"The load of model '{spec.id}' was cancelled: the server is shutting down."
+            ) from None
+        except LocalLabError as exc:
+            self._last = progress.finish("failed", exc.detail)
+            raise
+        except BaseException:
+            self._last = progress.finish("failed", "The load failed; see the server log.")
+            raise
         finally:
             self._loading = None
 
-    def _open(self, spec: ModelSpec) -> Engine:
-        path = self.registry.ensure_local(spec)
+    def _open(self, spec: ModelSpec, path: Path) -> Engine:
         try:
             return self._factory(spec, path, self.settings)
         except LocalLabError:
@@ -152,7 +177,9 @@ class ModelManager:
             ) from None
 
     async def close(self) -> None:
-        """Free the engine at shutdown."""
+        """Free the engine at shutdown; a download under way stops at its next chunk."""
+        if self._loading is not None:
+            self._loading.cancel()
         old, self._engine = self._engine, None
         if old is not None:
             await asyncio.to_thread(old.close, GenerationAborted("The server is shutting down."))

@@ -1,0 +1,238 @@
+"""A fake engine for the unit tests: the Engine protocol without llama.cpp or a model.
+
+``FakeEngine.tokenize`` splits on whitespace and maps each word to an int id; a generation
+is a few text chunks (one holding a newline) that a background task on the request's event
+loop pushes into the handle, then ``Finished``. Prompt-size, queue-capacity and
+mid-stream-failure behaviour is configurable so the HTTP layer's error paths can be driven.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from locallab_cpp.engine.base import EngineInfo, EngineStats
+from locallab_cpp.engine.chat import ChatPrompt
+from locallab_cpp.engine.types import Finished, GenerationHandle, GenerationInput, TextChunk
+from locallab_cpp.errors import (
+    EngineFailure,
+    GenerationAborted,
+    LocalLabError,
+    PayloadTooLarge,
+    ServerBusy,
+)
+from locallab_cpp.registry import ModelSpec
+from locallab_cpp.settings import Settings
+
+CHAT_STOP = "<|end|>"
+"""The stop string the fake's chat template adds, like a real template's end-of-turn."""
+
+
+class FakeEngine:
+    """Implements :class:`locallab_cpp.engine.base.Engine` with canned output."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        path: Path,
+        settings: Settings,
+        *,
+        n_ctx: int = 64,
+        queue_capacity: int = 1000,
+        fail_after: int | None = None,
+        failure: LocalLabError | None = None,
+        tokenize_error: Exception | None = None,
+        gate: threading.Event | None = None,
+        retry_after: int = 7,
+        stagger: float = 0.0,
+    ) -> None:
+        self.spec = spec
+        self.path = path
+        self.settings = settings
+        self.n_ctx = n_ctx
+        self.queue_capacity = queue_capacity
+        self.fail_after = fail_after
+        self.failure = failure or EngineFailure("llama_decode failed in /home/alice/llama.cpp")
+        self.tokenize_error = tokenize_error
+        self.gate = gate
+        self.retry_after = retry_after
+        self.stagger = stagger
+        self.seen: list[GenerationInput] = []
+        self.finished_order: list[GenerationInput] = []
+        self.chat_calls: list[list[dict[str, str]]] = []
+        self.closed_with: LocalLabError | None = None
+        self.closed = False
+        self._vocab: dict[str, int] = {}
+        self._words: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._unfinished: set[GenerationHandle] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._generated = 0
+        self._prompt_total = 0
+        self._info = EngineInfo(
+            model_id=spec.id,
+            name=spec.display_name,
+            description=spec.description,
+            n_ctx=n_ctx,
+            n_ctx_train=spec.context_length,
+            n_gpu_layers=0,
+            parallel=settings.parallel,
+            size_bytes=spec.size_bytes,
+            chat_format=spec.chat_format,
+            loaded_at=time.time(),
+            details={"fake": True},
+        )
+
+    # ----- Engine protocol --------------------------------------------------------------
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    def stats(self) -> EngineStats:
+        with self._lock:
+            active = len(self._unfinished)
+        return EngineStats(
+            active=active,
+            queued=0,
+            generated_tokens=self._generated,
+            prompt_tokens=self._prompt_total,
+            cached_prompt_tokens=0,
+        )
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        if self.tokenize_error is not None:
+            raise self.tokenize_error
+        ids = [1] if add_bos else []  # 1 is BOS
+        for word in text.split():
+            if word not in self._vocab:
+                token = len(self._vocab) + 2
+                self._vocab[word] = token
+                self._words[token] = word
+            ids.append(self._vocab[word])
+        return ids
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return " ".join(self._words[t] for t in tokens if t in self._words)
+
+    def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> ChatPrompt:
+        self.chat_calls.append([dict(m) for m in messages])
+        text = "".join(f"<{m['role']}> {m['content']} " for m in messages) + "<assistant>"
+        return ChatPrompt(text=text, stop=(CHAT_STOP,), has_bos_text=False)
+
+    def submit(self, inputs: Sequence[GenerationInput]) -> list[GenerationHandle]:
+        loop = asyncio.get_running_loop()
+        for inp in inputs:
+            if len(inp.prompt_tokens) >= self.n_ctx:
+                raise PayloadTooLarge(
+                    f"The prompt is {len(inp.prompt_tokens)} tokens; this model's context "
+                    f"holds {self.n_ctx} per request."
+                )
+        with self._lock:
+            if self.closed:
+                raise GenerationAborted("The model is being unloaded; retry shortly.")
+            if len(self._unfinished) + len(inputs) > self.queue_capacity:
+                raise ServerBusy(retry_after=self.retry_after)
+            handles = [GenerationHandle(loop=loop) for _ in inputs]
+            self._unfinished.update(handles)
+        for i, (handle, inp) in enumerate(zip(handles, inputs, strict=True)):
+            self.seen.append(inp)
+            # With ``stagger``, later inputs of one submit finish first.
+            delay = (len(inputs) - 1 - i) * self.stagger
+            task = loop.create_task(self._produce(handle, inp, delay))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return handles
+
+    def close(self, reason: LocalLabError | None = None) -> None:
+        with self._lock:
+            self.closed = True
+            self.closed_with = reason
+            pending, self._unfinished = self._unfinished, set()
+        for handle in pending:
+            handle.push(reason or GenerationAborted())
+
+    # ----- the fake generation -----------------------------------------------------------
+
+    def chunks_for(self, inp: GenerationInput) -> list[str]:
+        """The text chunks a prompt generates: an echo of it, then a chunk with a newline."""
+        words = [w for w in self.detokenize(inp.prompt_tokens).split() if not w.startswith("<")]
+        return ["Echo:", " " + " ".join(words), "\nline two", " end"]
+
+    async def _produce(self, handle: GenerationHandle, inp: GenerationInput, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        if self.gate is not None:
+            while not self.gate.is_set():
+                if self.closed or handle.cancelled.is_set():
+                    self._drop(handle)
+                    return
+                await asyncio.sleep(0.005)
+        chunks = self.chunks_for(inp)[: inp.max_tokens]
+        reason = "length" if inp.max_tokens < len(self.chunks_for(inp)) else "stop"
+        for i, chunk in enumerate(chunks):
+            await asyncio.sleep(0)
+            if self.fail_after is not None and i == self.fail_after:
+                self._push_last(handle, self.failure)
+                return
+            if handle.cancelled.is_set() or not self._push(handle, TextChunk(chunk)):
+                self._drop(handle)
+                return
+            self._generated += 1
+        self._prompt_total += len(inp.prompt_tokens)
+        self.finished_order.append(inp)
+        self._push_last(
+            handle,
+            Finished(
+                finish_reason=reason,  # type: ignore[arg-type]
+                prompt_tokens=len(inp.prompt_tokens),
+                completion_tokens=len(chunks),
+                cached_tokens=0,
+            ),
+        )
+
+    def _push(self, handle: GenerationHandle, event: TextChunk) -> bool:
+        with self._lock:
+            if handle not in self._unfinished:
+                return False  # closed meanwhile: close() already pushed its reason
+            handle.push(event)
+            return True
+
+    def _push_last(self, handle: GenerationHandle, event: Finished | LocalLabError) -> None:
+        with self._lock:
+            if handle in self._unfinished:
+                self._unfinished.discard(handle)
+                handle.push(event)
+
+    def _drop(self, handle: GenerationHandle) -> None:
+        with self._lock:
+            self._unfinished.discard(handle)
+
+
+class FakeFactory:
+    """``(spec, path, settings) -> FakeEngine``; records what it opened.
+
+    ``delay`` makes each open block (it runs in a worker thread), so loads overlap.
+    Other keyword arguments are handed to every FakeEngine.
+    """
+
+    def __init__(self, *, delay: float = 0.0, **engine_kwargs: object) -> None:
+        self.delay = delay
+        self.engine_kwargs = engine_kwargs
+        self.engines: list[FakeEngine] = []
+        self.opened: list[tuple[str, Path]] = []
+
+    def __call__(self, spec: ModelSpec, path: Path, settings: Settings) -> FakeEngine:
+        if self.delay:
+            time.sleep(self.delay)
+        engine = FakeEngine(spec, path, settings, **self.engine_kwargs)  # type: ignore[arg-type]
+        self.opened.append((spec.id, path))
+        self.engines.append(engine)
+        return engine
+
+    @property
+    def last(self) -> FakeEngine:
+        return self.engines[-1]
