@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -93,10 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    # uvicorn re-raises SIGINT/SIGTERM once its graceful shutdown is done; by then all is
+    # closed, so the process ends with status 0 instead of dying by the signal.
+    raise SystemExit(0)
+
+
 def _serve(settings: Settings) -> int:
     import uvicorn
 
     from locallab_cpp.app import create_app
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, ending in-flight generations as soon as shutdown begins.
+
+        uvicorn would otherwise wait for open streams (up to its graceful timeout) and then
+        cut them mid-body; ending them first gives each an `event: error` and `[DONE]`.
+        """
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            manager = getattr(app.state, "models", None)
+            if manager is not None:
+                await manager.close()
+            await super().shutdown(sockets)
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
@@ -116,7 +137,9 @@ def _serve(settings: Settings) -> int:
         timeout_graceful_shutdown=5,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
+    Server(config).run()
     return 0
 
 

@@ -12,7 +12,8 @@ from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
 
 from locallab_cpp.errors import RateLimited, error_body
 
-EXEMPT_PATHS = frozenset({"/health"})
+# Cheap read-only polls: a client following a download must not spend its budget on them.
+EXEMPT_PATHS = frozenset({"/health", "/models/load/progress"})
 MAX_TRACKED_CLIENTS = 10_000
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import msgspec
 from litestar import Controller, get, post
+from litestar.di import NamedDependency
 from litestar.params import Parameter
 
 from locallab_cpp import sizing
@@ -91,7 +92,9 @@ class ModelsController(Controller):
     tags = ["Models"]
 
     @post("/load", status_code=200, summary="Load a model (returns when it is ready)")
-    async def load(self, data: LoadModelRequest, models: ModelManager) -> StatusResponse:
+    async def load(
+        self, data: LoadModelRequest, models: NamedDependency[ModelManager]
+    ) -> StatusResponse:
         """Load ``model_id``, downloading it first if it is not on disk; generations of the
         previous model end with an error once the new one is ready to load."""
         engine = await models.load(data.model_id)
@@ -106,7 +109,7 @@ class ModelsController(Controller):
     @get("/load/progress", summary="Progress of the model load under way")
     async def load_progress(
         self,
-        models: ModelManager,
+        models: NamedDependency[ModelManager],
         stream: bool = Parameter(
             default=False,
             description="Send Server-Sent Events until the load ends, then data: [DONE].",
@@ -119,7 +122,7 @@ class ModelsController(Controller):
         return progress_body(models.progress())
 
     @get("/current", summary="The loaded model")
-    async def current(self, models: ModelManager) -> CurrentModel:
+    async def current(self, models: NamedDependency[ModelManager]) -> CurrentModel:
         """Details of the loaded model; while none is loaded but one is on its way, its
         progress; else 404."""
         engine = models.engine
@@ -151,7 +154,7 @@ class ModelsController(Controller):
         )
 
     @get("/available", summary="Every model of the registry")
-    async def available(self, models: ModelManager) -> AvailableModels:
+    async def available(self, models: NamedDependency[ModelManager]) -> AvailableModels:
         """Each registry entry: on disk or not, its size, whether it is loaded, whether the
         machine's available memory holds it, and the progress of one being loaded."""
         current = models.current_id
@@ -191,7 +194,7 @@ class ModelsController(Controller):
         )
 
     @post("/unload", status_code=200, summary="Unload the current model")
-    async def unload(self, models: ModelManager) -> StatusResponse:
+    async def unload(self, models: NamedDependency[ModelManager]) -> StatusResponse:
         """Free the model's memory; succeeds also when nothing was loaded."""
         unloaded = await models.unload()
         message = f"Model '{unloaded}' unloaded." if unloaded else "No model was loaded."

@@ -120,14 +120,12 @@ class ServerProcess:
 
         Clean means: it exited within SHUTDOWN_TIMEOUT_S, ran its lifespan shutdown (uvicorn
         logged "Application shutdown complete" and "Finished server process") and its exit
-        status is 0 or death by the SIGTERM itself: uvicorn >= 0.29 re-raises the signal after
-        a graceful shutdown, so ``serve`` never exits 0 on SIGTERM. That is checked on its own,
-        as a known bug, by test_e2e_lifecycle.py::test_sigterm_exit_status_is_zero.
+        status is 0.
         """
         code = self.stop()
         output = self.output()
         graceful = "Application shutdown complete" in output and "Finished server process" in output
-        if code in (0, -signal.SIGTERM) and graceful:
+        if code == 0 and graceful:
             self.log_path.unlink(missing_ok=True)  # kept only when something went wrong
             return None
         return (

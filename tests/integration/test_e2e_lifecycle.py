@@ -302,12 +302,6 @@ def test_failed_load_error_is_clean(server_factory: Callable[..., ServerProcess]
             _generate_ok(c)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: `serve` exits by SIGTERM (status -15 / 143), not 0, after a graceful "
-    "shutdown: uvicorn >= 0.29 re-raises the captured signal once shutdown is complete",
-)
 def test_sigterm_exit_status_is_zero() -> None:
     srv = start_server()
     try:
@@ -322,13 +316,6 @@ def test_sigterm_exit_status_is_zero() -> None:
         srv.log_path.unlink(missing_ok=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: on SIGTERM, uvicorn waits timeout_graceful_shutdown (5 s) for open streams, "
-    "then cancels them mid-body (a CancelledError traceback in the log); the lifespan's "
-    "'The server is shutting down.' error never reaches them: no event: error, no [DONE]",
-)
 def test_sigterm_during_a_stream_ends_it_with_error_and_done(
     server_factory: Callable[..., ServerProcess],
 ) -> None:
