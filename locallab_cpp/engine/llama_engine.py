@@ -113,6 +113,7 @@ class _Job:
     text: str = ""
     emitted: int = 0
     completion_tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)
     cached_tokens: int = 0
 
 
@@ -579,6 +580,7 @@ class LlamaEngine:
             self._finish(slot, "stop", outbox)
             return
         job.completion_tokens += 1
+        job.token_ids.append(token)
         self._generated += 1
         job.text += job.decoder.decode(self._piece(token))
         stops = job.inp.stop
@@ -625,6 +627,7 @@ class LlamaEngine:
                     prompt_tokens=len(job.inp.prompt_tokens),
                     completion_tokens=job.completion_tokens,
                     cached_tokens=job.cached_tokens,
+                    token_ids=tuple(job.token_ids),
                 ),
             )
         )

@@ -55,6 +55,8 @@ class Finished:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    token_ids: tuple[int, ...] = ()
+    """The generated token ids (end-of-generation token excluded)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    token_ids: tuple[int, ...] = ()
 
 
 Event = TextChunk | Finished | LocalLabError
@@ -125,5 +128,6 @@ class GenerationHandle:
                     prompt_tokens=event.prompt_tokens,
                     completion_tokens=event.completion_tokens,
                     cached_tokens=event.cached_tokens,
+                    token_ids=event.token_ids,
                 )
         raise AssertionError("event stream ended without Finished")
