@@ -71,7 +71,8 @@ class ModelManager:
     async def load(self, model_id: str) -> Engine:
         """Load ``model_id`` (explicit load): in-flight generations of the old model end.
 
-        Raises LoadConflict if another load is under way.
+        Loading the model that is already loaded returns at once. Raises LoadConflict if
+        another load is under way.
         """
         spec = self.registry.get(model_id)
         if self._lock.locked():
@@ -79,6 +80,11 @@ class ModelManager:
                 f"Model '{self._loading.model_id if self._loading else '?'}' is being loaded; "
                 "retry when it has finished."
             )
+        current = self._engine
+        if current is not None and current.info.model_id == spec.id:
+            # Clients often load their model at start; a server that already has it must
+            # not reload it under the other clients' generations.
+            return current
         async with self._lock:
             return await self._replace(spec)
 

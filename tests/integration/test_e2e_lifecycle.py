@@ -126,6 +126,8 @@ def test_concurrent_loads_one_gets_409(server_factory: Callable[..., ServerProce
         if codes == [200, 409]:
             break
         assert codes == [200, 200], f"unexpected statuses {codes}"
+        with srv.client() as c:  # loading a loaded model returns at once: start from none
+            assert c.post("/models/unload").status_code == 200
     assert outcomes[-1] == [200, 409], f"no 409 in {len(outcomes)} tries: {outcomes}"
     with srv.client() as c:
         assert c.get("/health").json()["model_loaded"] is True

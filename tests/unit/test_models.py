@@ -79,6 +79,16 @@ def test_load_and_current(client: Any, factory: FakeFactory) -> None:
     assert factory.engines[0].closed  # alpha was replaced
 
 
+def test_loading_the_loaded_model_keeps_it(client: Any, factory: FakeFactory) -> None:
+    """A client that loads the model the server already has must not reload it under
+    everyone else's generations."""
+    response = client.post("/models/load", json={"model_id": "alpha"})
+    assert response.status_code == 200, response.text
+    assert response.json()["model_id"] == "alpha"
+    assert len(factory.engines) == 1
+    assert not factory.engines[0].closed
+
+
 def test_current_of_the_start_up_model(client: Any) -> None:
     info = client.get("/models/current").json()
     assert info["model_id"] == "alpha"
