@@ -285,3 +285,90 @@ class Health(msgspec.Struct, kw_only=True):
     status: Literal["healthy"]
     model_loaded: bool
     model_id: str | None
+
+
+class MemoryInfo(msgspec.Struct, kw_only=True):
+    """Machine and process memory."""
+
+    total_bytes: int
+    available_bytes: int
+    used_percent: float
+    process_rss_bytes: int
+    """Resident memory of this server process."""
+
+
+class GpuInfo(msgspec.Struct, kw_only=True):
+    """GPU offload as llama.cpp was built and is used."""
+
+    available: bool
+    """llama.cpp was built with GPU offload (Metal, CUDA...)."""
+    backends: list[str]
+    backend_in_use: str
+    """CUDA, Metal... where the loaded model has layers offloaded, else CPU."""
+
+
+class CpuInfo(msgspec.Struct, kw_only=True):
+    """The processor."""
+
+    model: str
+    arch: str
+    physical_cores: int
+    logical_cores: int
+    flags: list[str]
+    """Instruction sets llama.cpp's kernels use (AVX2, AVX512, NEON...)."""
+
+
+class LlamaCppInfo(msgspec.Struct, kw_only=True):
+    """The llama.cpp build."""
+
+    llama_cpp_python_version: str
+    system_info: str
+    cpu_features: list[str]
+    gpu_offload_supported: bool
+    gpu_backends: list[str]
+    backend: str
+
+
+class ActiveModel(msgspec.Struct, kw_only=True):
+    """The loaded model and its engine's counters."""
+
+    model_id: str
+    name: str
+    n_ctx: int
+    n_ctx_train: int
+    n_gpu_layers: int
+    parallel: int
+    size_bytes: int
+    chat_format: str | None
+    loaded_at: float
+    architecture: str
+    description: str
+    n_params: int
+    n_vocab: int
+    threads: int
+    n_batch: int
+    quantization: str
+    kv_cache_bytes: int
+    """Size of the KV cache of all slots (f16 keys and values)."""
+    active_sequences: int
+    queued_sequences: int
+    generated_tokens: int
+    prompt_tokens: int
+    cached_prompt_tokens: int
+
+
+class SystemInfo(msgspec.Struct, kw_only=True):
+    """Reply to GET /system/info: LocalLab's keys and llama.cpp's details."""
+
+    cpu_usage: float
+    memory_usage: float
+    memory: MemoryInfo
+    gpu_info: GpuInfo
+    active_model: ActiveModel | None
+    uptime: float
+    """Seconds since the server started."""
+    request_count: int
+    cpu: CpuInfo
+    llama_cpp: LlamaCppInfo
+    loading: str | None
+    """Id of a model being loaded, if any."""

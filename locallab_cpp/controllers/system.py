@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from litestar import Controller, get
 from litestar.datastructures import State
@@ -11,7 +10,15 @@ from litestar.di import NamedDependency
 
 from locallab_cpp import sysinfo
 from locallab_cpp.engine.manager import ModelManager
-from locallab_cpp.schemas import Health
+from locallab_cpp.schemas import (
+    ActiveModel,
+    CpuInfo,
+    GpuInfo,
+    Health,
+    LlamaCppInfo,
+    MemoryInfo,
+    SystemInfo,
+)
 
 
 class SystemController(Controller):
@@ -26,47 +33,54 @@ class SystemController(Controller):
         return Health(status="healthy", model_loaded=current is not None, model_id=current)
 
     @get("/system/info", summary="Machine, llama.cpp build and model details")
-    async def system_info(
-        self, models: NamedDependency[ModelManager], state: State
-    ) -> dict[str, Any]:
+    async def system_info(self, models: NamedDependency[ModelManager], state: State) -> SystemInfo:
         """CPU, memory, GPU offload, llama.cpp build, the loaded model and counters."""
         live = sysinfo.snapshot()
         llama = sysinfo.llama_static()
         engine = models.engine
-        active_model: dict[str, Any] | None = None
+        active_model: ActiveModel | None = None
         if engine is not None:
             info = engine.info
             stats = engine.stats()
-            active_model = {
-                "model_id": info.model_id,
-                "name": info.name,
-                "n_ctx": info.n_ctx,
-                "n_ctx_train": info.n_ctx_train,
-                "n_gpu_layers": info.n_gpu_layers,
-                "parallel": info.parallel,
-                "size_bytes": info.size_bytes,
-                "chat_format": info.chat_format,
-                "loaded_at": info.loaded_at,
-                **dict(info.details),
-                "active_sequences": stats.active,
-                "queued_sequences": stats.queued,
-                "generated_tokens": stats.generated_tokens,
-                "prompt_tokens": stats.prompt_tokens,
-                "cached_prompt_tokens": stats.cached_prompt_tokens,
-            }
-        return {
-            **live,
-            "gpu_info": {
-                "available": llama["gpu_offload_supported"],
-                "backends": llama["gpu_backends"],
-                "backend_in_use": llama["backend"]
-                if engine is None or engine.info.n_gpu_layers > 0
-                else "CPU",
-            },
-            "active_model": active_model,
-            "uptime": time.monotonic() - state.started_at,
-            "request_count": state.request_count,
-            "cpu": sysinfo.cpu_static(),
-            "llama_cpp": llama,
-            "loading": models.loading.model_id if models.loading else None,
-        }
+            details = info.details
+            active_model = ActiveModel(
+                model_id=info.model_id,
+                name=info.name,
+                n_ctx=info.n_ctx,
+                n_ctx_train=info.n_ctx_train,
+                n_gpu_layers=info.n_gpu_layers,
+                parallel=info.parallel,
+                size_bytes=info.size_bytes,
+                chat_format=info.chat_format,
+                loaded_at=info.loaded_at,
+                architecture=str(details.get("architecture", "")),
+                description=str(details.get("description", "")),
+                n_params=int(details.get("n_params", 0)),
+                n_vocab=int(details.get("n_vocab", 0)),
+                threads=int(details.get("threads", 0)),
+                n_batch=int(details.get("n_batch", 0)),
+                quantization=str(details.get("quantization", "")),
+                kv_cache_bytes=int(details.get("kv_cache_bytes", 0)),
+                active_sequences=stats.active,
+                queued_sequences=stats.queued,
+                generated_tokens=stats.generated_tokens,
+                prompt_tokens=stats.prompt_tokens,
+                cached_prompt_tokens=stats.cached_prompt_tokens,
+            )
+        offloading = engine is None or engine.info.n_gpu_layers > 0
+        return SystemInfo(
+            cpu_usage=live["cpu_usage"],
+            memory_usage=live["memory_usage"],
+            memory=MemoryInfo(**live["memory"]),
+            gpu_info=GpuInfo(
+                available=llama["gpu_offload_supported"],
+                backends=llama["gpu_backends"],
+                backend_in_use=llama["backend"] if offloading else "CPU",
+            ),
+            active_model=active_model,
+            uptime=time.monotonic() - state.started_at,
+            request_count=state.request_count,
+            cpu=CpuInfo(**sysinfo.cpu_static()),
+            llama_cpp=LlamaCppInfo(**llama),
+            loading=models.loading.model_id if models.loading else None,
+        )

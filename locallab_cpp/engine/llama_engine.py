@@ -141,6 +141,25 @@ class _Slot:
         return self.job is not None and self.prompt_pos < len(self.job.inp.prompt_tokens)
 
 
+def _kv_cache_bytes(metadata: Mapping[str, str], cells: int) -> int:
+    """Bytes of the f16 KV cache for ``cells`` token cells, from the GGUF's metadata."""
+    arch = metadata.get("general.architecture", "")
+
+    def number(key: str, default: int = 0) -> int:
+        try:
+            return int(metadata.get(f"{arch}.{key}", default))
+        except ValueError:  # per-layer arrays: not worth parsing for an estimate
+            return default
+
+    layers = number("block_count")
+    heads = number("attention.head_count", 1)
+    kv_heads = number("attention.head_count_kv", heads)
+    head_dim = number("embedding_length") // max(1, heads)
+    key_len = number("attention.key_length", head_dim)
+    value_len = number("attention.value_length", head_dim)
+    return layers * kv_heads * (key_len + value_len) * 2 * cells
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -259,6 +278,7 @@ class LlamaEngine:
                 "threads": threads,
                 "n_batch": settings.n_batch,
                 "quantization": spec.quantization,
+                "kv_cache_bytes": _kv_cache_bytes(metadata, self._n_ctx_slot * self._parallel),
             },
         )
 

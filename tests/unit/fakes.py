@@ -83,7 +83,7 @@ class FakeEngine:
             size_bytes=spec.size_bytes,
             chat_format=spec.chat_format,
             loaded_at=time.time(),
-            details={"fake": True},
+            details={"architecture": "fake", "kv_cache_bytes": 4096},
         )
 
     # ----- Engine protocol --------------------------------------------------------------

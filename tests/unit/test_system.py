@@ -37,7 +37,10 @@ def test_system_info_has_the_locallab_keys(client: Any) -> None:
     active = info["active_model"]
     assert active["model_id"] == "alpha"
     assert active["n_ctx"] == 64
-    assert active["fake"] is True  # the engine's own details are passed on
+    # the engine's own details are passed on, with defaults for what it does not know
+    assert active["architecture"] == "fake"
+    assert active["kv_cache_bytes"] == 4096
+    assert active["n_vocab"] == 0
     for key in ("active_sequences", "queued_sequences", "generated_tokens", "prompt_tokens"):
         assert isinstance(active[key], int)
 
