@@ -11,6 +11,7 @@ from typing import Any
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
+from litestar.params import JSONBody
 
 from locallab_cpp.engine.base import Engine
 from locallab_cpp.engine.manager import ModelManager
@@ -141,7 +142,7 @@ class GenerationController(Controller):
     async def generate(
         self,
         request: Request[Any, Any, Any],
-        data: GenerateRequest,
+        data: JSONBody[GenerateRequest],
         models: NamedDependency[ModelManager],
     ) -> GenerateResponse | EventStream:
         """Generate a continuation of ``prompt``."""
@@ -168,7 +169,7 @@ class GenerationController(Controller):
     async def chat(
         self,
         request: Request[Any, Any, Any],
-        data: ChatRequest,
+        data: JSONBody[ChatRequest],
         models: NamedDependency[ModelManager],
     ) -> ChatResponse | EventStream:
         """Answer the conversation in ``messages`` as the assistant."""
@@ -209,7 +210,7 @@ class GenerationController(Controller):
     async def batch(
         self,
         request: Request[Any, Any, Any],
-        data: BatchRequest,
+        data: JSONBody[BatchRequest],
         models: NamedDependency[ModelManager],
     ) -> BatchResponse:
         """Generate one response per prompt."""

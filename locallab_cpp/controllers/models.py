@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from locallab_cpp import sizing
 from locallab_cpp.engine.manager import ModelManager
@@ -93,7 +93,7 @@ class ModelsController(Controller):
 
     @post("/load", status_code=200, summary="Load a model (returns when it is ready)")
     async def load(
-        self, data: LoadModelRequest, models: NamedDependency[ModelManager]
+        self, data: JSONBody[LoadModelRequest], models: NamedDependency[ModelManager]
     ) -> StatusResponse:
         """Load ``model_id``, downloading it first if it is not on disk; generations of the
         previous model end with an error once the new one is ready to load."""
