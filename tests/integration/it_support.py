@@ -386,3 +386,25 @@ def read_events_until(chunks: Iterator[bytes], count: int) -> tuple[bytes, list[
         events = parse_sse(raw.decode("utf-8", errors="replace"))
         if len(events) >= count:
             return raw, events
+
+
+# Sixteen different prompts (prose, code, markup, Q&A) for the greedy alone-vs-batched
+# comparisons of test_e2e_engine.py and test_engine_batching.py.
+DIVERGENCE_PROMPTS = [
+    "The capital of France is",
+    "def add(a, b):\n",
+    "Once upon a time, in a small village,",
+    "The three primary colors are",
+    "Water boils at a temperature of",
+    "import numpy as np\n",
+    "The quick brown fox",
+    "In 1969, the first humans",
+    "Photosynthesis is the process by which",
+    "My favourite recipe for pancakes:",
+    "SELECT name FROM users WHERE",
+    "The theory of relativity states that",
+    "Dear Sir or Madam,\n",
+    "The best way to learn a language is",
+    "Q: What is the largest planet?\nA:",
+    "<html>\n<head>\n",
+]

@@ -12,29 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
-from it_support import ServerProcess, check_generate_body, checked_async_client, start_server
+from it_support import (
+    DIVERGENCE_PROMPTS,
+    ServerProcess,
+    check_generate_body,
+    checked_async_client,
+    start_server,
+)
 
 pytestmark = pytest.mark.integration
 
 GREEDY = {"do_sample": False, "repetition_penalty": 1.0}
-DIVERGENCE_PROMPTS = [
-    "The capital of France is",
-    "def add(a, b):\n",
-    "Once upon a time, in a small village,",
-    "The three primary colors are",
-    "Water boils at a temperature of",
-    "import numpy as np\n",
-    "The quick brown fox",
-    "In 1969, the first humans",
-    "Photosynthesis is the process by which",
-    "My favourite recipe for pancakes:",
-    "SELECT name FROM users WHERE",
-    "The theory of relativity states that",
-    "Dear Sir or Madam,\n",
-    "The best way to learn a language is",
-    "Q: What is the largest planet?\nA:",
-    "<html>\n<head>\n",
-]
 DIVERGENCE_MAX_LENGTH = 16
 
 

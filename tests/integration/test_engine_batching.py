@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from it_support import DIVERGENCE_PROMPTS
 
 from locallab_cpp.engine.llama_engine import LlamaEngine, open_llama_engine
 from locallab_cpp.engine.types import Completion, GenerationInput, SamplingParams
@@ -26,24 +27,7 @@ pytestmark = pytest.mark.integration
 
 GREEDY = SamplingParams(do_sample=False, repetition_penalty=1.0)
 MAX_TOKENS = 16
-PROMPTS = [
-    "The capital of France is",
-    "def add(a, b):\n",
-    "Once upon a time, in a small village,",
-    "The three primary colors are",
-    "Water boils at a temperature of",
-    "import numpy as np\n",
-    "The quick brown fox",
-    "In 1969, the first humans",
-    "Photosynthesis is the process by which",
-    "My favourite recipe for pancakes:",
-    "SELECT name FROM users WHERE",
-    "The theory of relativity states that",
-    "Dear Sir or Madam,\n",
-    "The best way to learn a language is",
-    "Q: What is the largest planet?\nA:",
-    "<html>\n<head>\n",
-]
+PROMPTS = DIVERGENCE_PROMPTS
 
 
 def _open_engine() -> LlamaEngine:
