@@ -47,13 +47,14 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
             default=None,
             help=f"{docs.get(name, '')}{shown} Env: {ENV_PREFIX}{name.upper()}.",
         )
-    parser.add_argument(
-        "--no-model",
-        dest="no_model",
-        action="store_true",
-        default=None,
-        help=f"{docs.get('no_model', '')} Env: {ENV_PREFIX}NO_MODEL.",
-    )
+    for flag, name in (("--no-model", "no_model"), ("--no-draft", "no_draft")):
+        parser.add_argument(
+            flag,
+            dest=name,
+            action="store_true",
+            default=None,
+            help=f"{docs.get(name, '')} Env: {ENV_PREFIX}{name.upper()}.",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:

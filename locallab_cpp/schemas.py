@@ -355,6 +355,8 @@ class ActiveModel(msgspec.Struct, kw_only=True):
     generated_tokens: int
     prompt_tokens: int
     cached_prompt_tokens: int
+    drafted_tokens: int
+    """Generated tokens that came from verified prompt-lookup guesses."""
 
 
 class SystemInfo(msgspec.Struct, kw_only=True):

@@ -40,6 +40,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     no_model: bool = False
     """Start with no model loaded (load one later with POST /models/load)."""
 
+    no_draft: bool = False
+    """Never fill spare batch rows of greedy requests with prompt-lookup guesses (by default
+    the engine does so where it measures that it is faster; the output is the same)."""
+
     n_ctx: Annotated[int, msgspec.Meta(ge=0)] = 0
     """Context length of each slot in tokens; 0 means max_length's default plus room for a
     prompt, capped at what the model was trained for."""
@@ -109,7 +113,7 @@ def _parse_env(name: str, raw: str) -> Any:
     # Env values are strings; "none" lets a user reset an optional field explicitly.
     if raw.lower() in {"none", "null", "auto"} and name in {"model", "n_gpu_layers"}:
         return None
-    if name == "no_model":
+    if name in {"no_model", "no_draft"}:
         return raw.lower() in {"1", "true", "yes", "on"}
     return raw
 

@@ -66,6 +66,7 @@ class SystemController(Controller):
                 generated_tokens=stats.generated_tokens,
                 prompt_tokens=stats.prompt_tokens,
                 cached_prompt_tokens=stats.cached_prompt_tokens,
+                drafted_tokens=stats.drafted_tokens,
             )
         offloading = engine is None or engine.info.n_gpu_layers > 0
         return SystemInfo(

@@ -44,6 +44,8 @@ class EngineStats:
     generated_tokens: int
     prompt_tokens: int
     cached_prompt_tokens: int
+    drafted_tokens: int = 0
+    """Generated tokens that came from verified prompt-lookup guesses (drafting.py)."""
 
 
 class Engine(Protocol):

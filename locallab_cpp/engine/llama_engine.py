@@ -27,6 +27,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals
 
+from locallab_cpp.engine import drafting
 from locallab_cpp.engine.base import EngineInfo, EngineStats
 from locallab_cpp.engine.chat import ChatPrompt, ChatTemplate
 from locallab_cpp.engine.types import (
@@ -135,6 +136,10 @@ class _Slot:
     """Sampled but not yet decoded; fed at the next step."""
     out_index: int = -1
     """Index in the current batch whose logits this slot samples from, or -1."""
+    drafts: list[int] = field(default_factory=list)
+    """Guessed next tokens sent in the current batch after ``out_index`` (drafting.py)."""
+    draft_rows: list[int] = field(default_factory=list)
+    """Batch indices of ``drafts``, whose logits verify them."""
 
     @property
     def prefilling(self) -> bool:
@@ -232,10 +237,11 @@ class LlamaEngine:
         # scan the other slots' cells.
         cparams.kv_unified = False
         cparams.no_perf = True
-        # At most one output (logits row) per slot per step. Without this bound llama.cpp
+        # At most one output (logits row) per slot per step, or ROWS when drafting fills a
+        # step (see drafting.py). Without this bound llama.cpp
         # sizes its compute buffer for logits of every token of a full batch: with Gemma's
         # 262k vocabulary that is 512 MB that we would never use.
-        cparams.n_outputs_max = self._parallel
+        cparams.n_outputs_max = max(self._parallel, drafting.ROWS)
         try:
             self._ctx = _internals.LlamaContext(model=self._model, params=cparams, verbose=False)
         except ValueError:
@@ -283,6 +289,7 @@ class LlamaEngine:
         )
 
         self._slots = [_Slot(seq_id=i) for i in range(self._parallel)]
+        self._drafts = drafting.DraftController() if not settings.no_draft else None
         self._pending: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -291,6 +298,7 @@ class LlamaEngine:
         self._generated = 0
         self._prompt_total = 0
         self._cached_total = 0
+        self._drafted_total = 0
         self._thread = threading.Thread(
             target=self._run, name=f"llama-decode[{spec.id}]", daemon=True
         )
@@ -311,6 +319,7 @@ class LlamaEngine:
             generated_tokens=self._generated,
             prompt_tokens=self._prompt_total,
             cached_prompt_tokens=self._cached_total,
+            drafted_tokens=self._drafted_total,
         )
 
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
@@ -528,6 +537,8 @@ class LlamaEngine:
         slot.job = None
         slot.next_token = None
         slot.out_index = -1
+        slot.drafts.clear()
+        slot.draft_rows.clear()
         if slot.sampler is not None:
             slot.sampler.close()
             slot.sampler = None
@@ -538,6 +549,30 @@ class LlamaEngine:
             if slot.job is not None and slot.job.handle.cancelled.is_set():
                 self._release(slot)
 
+    def _plain_greedy(self, slot: _Slot) -> bool:
+        job = slot.job
+        return (
+            job is not None and slot.sampler is None and job.inp.sampling.repetition_penalty == 1.0
+        )
+
+    def _drafts_this_step(self, generating: list[_Slot]) -> int:
+        """Guesses per sequence for this step (0: plain step); see drafting.py."""
+        if self._drafts is None or not generating:
+            return 0
+        count = drafting.drafts_per_sequence(len(generating))
+        if count == 0 or any(s.prefilling for s in self._slots):
+            return 0
+        for slot in generating:
+            if not self._plain_greedy(slot):
+                return 0
+            if len(slot.kv_tokens) + 1 + count >= self._n_ctx_slot:
+                return 0
+        return count if self._drafts.should_draft(len(generating)) else 0
+
+    def _argmax(self, index: int) -> int:
+        logits = llama_cpp.llama_get_logits_ith(self._ctx.ctx, index)
+        return int(np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
+
     def _step(self, outbox: list[tuple[GenerationHandle, Event]]) -> None:
         batch = self._batch
         n = 0
@@ -545,7 +580,7 @@ class LlamaEngine:
 
         touched: list[_Slot] = []
 
-        def add(slot: _Slot, token: int, want_logits: bool) -> None:
+        def add(slot: _Slot, token: int, want_logits: bool, draft: bool = False) -> None:
             nonlocal n
             if not touched or touched[-1] is not slot:
                 touched.append(slot)
@@ -556,16 +591,27 @@ class LlamaEngine:
             batch.seq_id[n][0] = slot.seq_id
             batch.logits[n] = want_logits
             slot.kv_tokens.append(token)
-            if want_logits:
+            if draft:
+                slot.drafts.append(token)
+                slot.draft_rows.append(n)
+            elif want_logits:
                 slot.out_index = n
             n += 1
 
         generating = [s for s in self._slots if s.job is not None and s.next_token is not None]
+        n_drafts = self._drafts_this_step(generating)
         for slot in generating:
             token = slot.next_token
             assert token is not None
             slot.next_token = None
             add(slot, token, True)
+            if n_drafts:
+                guesses = drafting.propose(slot.kv_tokens, n_drafts)
+                # llama.cpp micro-batches per-slot KV streams only with equal token counts
+                # per sequence, so every sequence sends the same number of guesses.
+                guesses += [token] * (n_drafts - len(guesses))
+                for guess in guesses:
+                    add(slot, guess, True, draft=True)
         budget = capacity - n
         if generating:
             budget = min(budget, max(1, capacity // SHARED_CHUNK_DIVISOR))
@@ -584,10 +630,13 @@ class LlamaEngine:
         if n == 0:
             return
         batch.n_tokens = n
+        started = time.perf_counter()
         rc = llama_cpp.llama_decode(self._ctx.ctx, batch)
         if rc != 0:
             logger.error("llama_decode returned %d", rc)
             for slot in touched:
+                slot.drafts.clear()
+                slot.draft_rows.clear()
                 job = slot.job
                 if job is not None:
                     llama_cpp.llama_memory_seq_rm(self._ctx.memory, slot.seq_id, -1, -1)
@@ -595,11 +644,43 @@ class LlamaEngine:
                     outbox.append((job.handle, EngineFailure()))
                     self._release(slot)
             return
+        produced = 0
         for slot in self._slots:
             if slot.out_index < 0 or slot.job is None:
                 continue
             index, slot.out_index = slot.out_index, -1
-            self._on_token(slot, self._sample(slot, slot.job, index), outbox)
+            if slot.draft_rows:
+                tokens = self._verify(slot, index)
+            else:
+                tokens = [self._sample(slot, slot.job, index)]
+            produced += len(tokens)
+            job = slot.job
+            for token in tokens:
+                self._on_token(slot, token, outbox)
+                if slot.job is not job:  # finished (end token, stop string or limit)
+                    break
+        if self._drafts is not None and generating:
+            self._drafts.record(
+                len(generating), n_drafts > 0, produced, time.perf_counter() - started
+            )
+
+    def _verify(self, slot: _Slot, index: int) -> list[int]:
+        """The tokens greedy decoding gives from this step's rows of ``slot``: its next token,
+        then one more for every guess that was right. Wrong guesses leave the KV cache."""
+        tokens = [self._argmax(index)]
+        for guess, row in zip(slot.drafts, slot.draft_rows, strict=True):
+            if guess != tokens[-1]:
+                break
+            tokens.append(self._argmax(row))
+        self._drafted_total += len(tokens) - 1
+        wrong = len(slot.drafts) - (len(tokens) - 1)
+        if wrong:
+            keep = len(slot.kv_tokens) - wrong
+            llama_cpp.llama_memory_seq_rm(self._ctx.memory, slot.seq_id, keep, -1)
+            del slot.kv_tokens[keep:]
+        slot.drafts.clear()
+        slot.draft_rows.clear()
+        return tokens
 
     def _on_token(
         self, slot: _Slot, token: int, outbox: list[tuple[GenerationHandle, Event]]

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 from it_support import DIVERGENCE_PROMPTS
 
+from locallab_cpp.engine.drafting import DraftController
 from locallab_cpp.engine.llama_engine import LlamaEngine, open_llama_engine
 from locallab_cpp.engine.types import Completion, GenerationInput, SamplingParams
 from locallab_cpp.registry import Registry
@@ -102,3 +103,55 @@ def test_greedy_batch_is_reproducible() -> None:
             engine.close()
 
     assert one_run() == one_run()
+
+
+# Text that repeats itself, where prompt-lookup guesses are right: the controller then
+# keeps drafting, so the test sees guesses kept whatever the machine's timing.
+REPETITIVE = [
+    "red green blue, red green blue, red green blue, red green blue,",
+    "1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4,",
+    "la la la la la la la la la la la la",
+    "def f():\n    return 1\n\ndef f():\n    return 1\n\ndef f():\n",
+]
+
+
+def test_drafting_gives_greedy_output_and_uses_its_guesses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Four greedy sequences decoded with prompt-lookup guesses give the greedy output of the
+    same four without (up to the batch rounding measured above), and guesses were kept.
+
+    The controller is told to draft at every step: whether drafting pays is a matter of
+    timing, which a busy test machine would make a matter of luck.
+    """
+    monkeypatch.setattr(DraftController, "should_draft", lambda _self, _n: True)
+
+    def four(no_draft: bool) -> tuple[list[tuple[int, ...]], int]:
+        settings = load_settings(
+            {"parallel": 8, "n_ctx": 512, "threads": 2, "no_draft": no_draft}, env={}
+        )
+        registry = Registry.load(None)
+        spec = registry.get(registry.default_id)
+        engine = open_llama_engine(spec, registry.ensure_local(spec), settings)
+        try:
+            inputs = [GenerationInput(tuple(engine.tokenize(p)), GREEDY, 48) for p in REPETITIVE]
+
+            async def run() -> list[Completion]:
+                handles = engine.submit(inputs)
+                return list(await asyncio.gather(*(h.result() for h in handles)))
+
+            done = asyncio.run(run())
+            return [c.token_ids for c in done], engine.stats().drafted_tokens
+        finally:
+            engine.close()
+
+    drafted, kept = four(no_draft=False)
+    plain, none_kept = four(no_draft=True)
+    assert none_kept == 0
+    assert kept > 0, "no guess was ever kept"
+    assert all(0 < len(t) <= 48 for t in drafted)
+    same = sum(1 for a, b in zip(drafted, plain, strict=True) if a == b)
+    first_tokens = sum(1 for a, b in zip(drafted, plain, strict=True) if a[:1] == b[:1])
+    print(f"\ndrafting: {kept} guessed tokens kept; {same}/4 outputs identical to plain")
+    assert first_tokens == 4
+    assert same >= 3
