@@ -561,7 +561,7 @@ class LlamaEngine:
             return 0
         count = drafting.drafts_per_sequence(len(generating))
         if count == 0 or any(s.prefilling for s in self._slots):
-            return 0
+            return 0  # drafting steps must stay comparable (see _step's decode_only)
         for slot in generating:
             if not self._plain_greedy(slot):
                 return 0
@@ -599,6 +599,8 @@ class LlamaEngine:
             n += 1
 
         generating = [s for s in self._slots if s.job is not None and s.next_token is not None]
+        # Only steps that decode and nothing else tell the controller what drafting is worth.
+        decode_only = not any(s.prefilling for s in self._slots)
         n_drafts = self._drafts_this_step(generating)
         for slot in generating:
             token = slot.next_token
@@ -659,7 +661,7 @@ class LlamaEngine:
                 self._on_token(slot, token, outbox)
                 if slot.job is not job:  # finished (end token, stop string or limit)
                     break
-        if self._drafts is not None and generating:
+        if self._drafts is not None and generating and decode_only:
             self._drafts.record(
                 len(generating), n_drafts > 0, produced, time.perf_counter() - started
             )
