@@ -515,9 +515,7 @@ class LlamaEngine:
     def _sample(self, slot: _Slot, job: _Job, index: int) -> int:
         """Pick the next token of ``slot`` from the logits at batch position ``index``."""
         params = job.inp.sampling
-        logits = np.ctypeslib.as_array(
-            llama_cpp.llama_get_logits_ith(self._ctx.ctx, index), shape=(self._n_vocab,)
-        )
+        logits = self._logits(index)
         penalty = params.repetition_penalty
         if penalty != 1.0 and slot.recent:
             # llama.cpp's rule (penalty_repeat): shrink positive logits, grow negative ones.
@@ -555,13 +553,17 @@ class LlamaEngine:
             job is not None and slot.sampler is None and job.inp.sampling.repetition_penalty == 1.0
         )
 
-    def _drafts_this_step(self, generating: list[_Slot]) -> int:
-        """Guesses per sequence for this step (0: plain step); see drafting.py."""
-        if self._drafts is None or not generating:
+    def _drafts_this_step(self, generating: list[_Slot], decode_only: bool) -> int:
+        """Guesses per sequence for this step (0: plain step); see drafting.py.
+
+        Only steps that decode and nothing else draft, so that the controller compares
+        like with like.
+        """
+        if self._drafts is None or not generating or not decode_only:
             return 0
         count = drafting.drafts_per_sequence(len(generating))
-        if count == 0 or any(s.prefilling for s in self._slots):
-            return 0  # drafting steps must stay comparable (see _step's decode_only)
+        if count == 0:
+            return 0
         for slot in generating:
             if not self._plain_greedy(slot):
                 return 0
@@ -569,9 +571,13 @@ class LlamaEngine:
                 return 0
         return count if self._drafts.should_draft(len(generating)) else 0
 
+    def _logits(self, index: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """The logits row of batch position ``index``, as a view (no copy)."""
+        row = llama_cpp.llama_get_logits_ith(self._ctx.ctx, index)
+        return np.ctypeslib.as_array(row, shape=(self._n_vocab,))
+
     def _argmax(self, index: int) -> int:
-        logits = llama_cpp.llama_get_logits_ith(self._ctx.ctx, index)
-        return int(np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
+        return int(self._logits(index).argmax())
 
     def _step(self, outbox: list[tuple[GenerationHandle, Event]]) -> None:
         batch = self._batch
@@ -601,7 +607,7 @@ class LlamaEngine:
         generating = [s for s in self._slots if s.job is not None and s.next_token is not None]
         # Only steps that decode and nothing else tell the controller what drafting is worth.
         decode_only = not any(s.prefilling for s in self._slots)
-        n_drafts = self._drafts_this_step(generating)
+        n_drafts = self._drafts_this_step(generating, decode_only)
         for slot in generating:
             token = slot.next_token
             assert token is not None
