@@ -62,9 +62,10 @@ SHARED_CHUNK_DIVISOR = 4
 """While other slots are generating, a prompt chunk is n_batch / this, so their streams keep
 flowing during a long prefill."""
 ALL_LAYERS = 999
-MAX_UBATCH = 256
-"""Tokens llama.cpp computes at once. Its compute buffer grows with this; on CPU, 256 is
-already enough to keep the matrix kernels busy, and it halves that buffer against 512."""
+MAX_UBATCH = 128
+"""Tokens llama.cpp computes at once. Its compute buffer grows with this; on CPU, 128 keeps
+the matrix kernels as busy as 512 (600-token prompts: 856-988 tok/s at 128, 859-943 at 256),
+and the server's peak memory is 7.5 MiB lower than at 256 (docs/benchmarks.md)."""
 
 _backend_lock = threading.Lock()
 _backend_ready = False
