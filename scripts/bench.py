@@ -6,9 +6,10 @@ Usage::
     python scripts/bench.py --quick               # smoke test: tiny workloads, figures meaningless
     python scripts/bench.py --markdown docs/benchmarks.md
 
-Phase 1, the in-process ceiling: ``llama_cpp.Llama`` on the same GGUF with the same threads,
-batch size, flash attention (the server's context leaves it on "auto", which llama.cpp
-turns on for CPUs) and full-size SWA cache as the server, greedy decoding:
+Phase 1 loads the in-process ceiling: ``llama_cpp.Llama`` on the same GGUF with the same
+threads, batch size, flash attention (the server's context leaves it on "auto", which
+llama.cpp turns on for CPUs) and full-size SWA cache as the server, greedy decoding. It
+measures:
 
 * decode tok/s of one stream: ``(tokens - 1) / (t_last_token - t_first_token)``, tokens
   taken from ``Llama.generate`` (exact, one yield per token, end-of-generation ignored);
@@ -16,12 +17,19 @@ turns on for CPUs) and full-size SWA cache as the server, greedy decoding:
   token;
 * prompt processing tok/s: ``prompt_tokens / TTFT`` of a ~600-token prompt, one new token.
 
-The ``Llama`` object is then deleted and garbage-collected, so it does not compete with
-the server for memory or cores.
+Phase 2 starts the server (``python -m locallab_cpp serve --threads T --parallel 8
+--rate-limit 0``, greedy, ``repetition_penalty`` 1.0) and measures it over HTTP. Every
+prompt starts with a random tag, so the server's prompt-prefix cache only helps where a
+figure wants it to. The two sides are interleaved: each round runs the ceiling's decode
+run, the server's single stream, the ceiling's long prompt, the server's long prompt, then
+4 and 8 concurrent clients. A shared machine (a cloud VM) drifts by several per cent over a
+minute; measured in separate phases, that drift showed up in the ratios (single-stream
+decode 0.92-1.06 over eight runs), interleaved it moves both sides alike. The ``Llama``
+object stays loaded but idle meanwhile (it takes no CPU; its memory is not the server's),
+and is closed before the batch and chat measurements.
 
-Phase 2, the server over HTTP (``python -m locallab_cpp serve --threads T --parallel 8
---rate-limit 0``, greedy, ``repetition_penalty`` 1.0). Every prompt starts with a random
-tag, so the server's prompt-prefix cache only helps where a figure wants it to.
+Streams are read by a small asyncio HTTP/1.1 client (``StreamClient``), not httpx, whose
+pure-Python chunk parsing took about 2% of single-stream decode from the server on 2 cores.
 
 * Token counts. A streamed reply carries no ``usage``, and an SSE event is a chunk of text,
   not a token (an incomplete UTF-8 character or a held-back stop-string prefix makes the
@@ -54,7 +62,7 @@ tag, so the server's prompt-prefix cache only helps where a figure wants it to.
   x 2 bytes, f16) x n_ctx per slot x slots (both from ``GET /models/current``), since
   ``/system/info`` does not report it.
 
-Every measurement is repeated (``--rounds``, default 3) and the median kept, on both sides.
+Every measurement is repeated (``--rounds``, default 5) and the median kept, on both sides.
 The HTTP client runs on the same machine and takes some CPU from the server, as a real
 local client would; the in-process ceiling pays no such cost.
 The server subprocess is always stopped (try/finally; SIGTERM handled; on Linux it also
@@ -1152,7 +1160,8 @@ def method_notes(cfg: Config, ceiling: Ceiling, srv: ServerFigures) -> list[str]
             else f"computed from GGUF metadata, {ceiling.kv_note} (not in /system/info)."
         ),
         f"Greedy decoding, repetition_penalty 1.0, max_length {cfg.max_tokens}; medians of "
-        f"{cfg.rounds} rounds ({cfg.batch_rounds} for the batch comparison).",
+        f"{cfg.rounds} rounds ({cfg.batch_rounds} for the batch comparison); in-process, "
+        "single-stream, long-prompt and 4- and 8-client runs interleaved in each round.",
         "Token counts come from the server's /system/info counters (exact); "
         + (
             "SSE events matched tokens in every concurrency run."
