@@ -1052,7 +1052,7 @@ def build_rows(cfg: Config, ceiling: Ceiling, srv: ServerFigures) -> list[Row]:
             "Decode, 1 stream (tok/s)",
             f"{srv.decode_tps:.1f}",
             f"{ceiling.decode_tps:.1f} in-process",
-            f"{r:.2f}x",
+            f"{r:.3f}x",
             ">= 0.95x",
             _ok(r, lambda x: x >= 0.95),
         )
@@ -1063,7 +1063,7 @@ def build_rows(cfg: Config, ceiling: Ceiling, srv: ServerFigures) -> list[Row]:
             f"TTFT, short prompt ({ceiling.short_prompt_tokens} tok) (ms)",
             f"{srv.ttft_s * 1e3:.1f}",
             f"{ceiling.ttft_s * 1e3:.1f} in-process",
-            f"{r:.2f}x",
+            f"{r:.3f}x",
             "<= 1.2x",
             _ok(r, lambda x: x <= 1.2),
         )
@@ -1074,7 +1074,7 @@ def build_rows(cfg: Config, ceiling: Ceiling, srv: ServerFigures) -> list[Row]:
             f"Prompt processing, {srv.pp_prompt_tokens} tok (tok/s)",
             f"{srv.pp_tps:.0f}",
             f"{ceiling.pp_tps:.0f} in-process ({ceiling.pp_prompt_tokens} tok)",
-            f"{r:.2f}x",
+            f"{r:.3f}x",
             ">= 0.95x",
             _ok(r, lambda x: x >= 0.95),
         )
@@ -1092,7 +1092,7 @@ def build_rows(cfg: Config, ceiling: Ceiling, srv: ServerFigures) -> list[Row]:
                     f"Aggregate, {n} streaming clients (tok/s)",
                     f"{agg:.1f}",
                     f"{base:.1f} with 1 client",
-                    f"{r:.2f}x",
+                    f"{r:.3f}x",
                     f">= {targets[n]}x",
                     _ok(r, lambda x, t=targets[n]: x >= t),
                 )
@@ -1117,7 +1117,7 @@ def build_rows(cfg: Config, ceiling: Ceiling, srv: ServerFigures) -> list[Row]:
             f"/generate/batch of {BATCH_SIZE} (wall s)",
             f"{srv.batch_wall:.2f} ({srv.batch_tokens} tok)",
             f"{srv.seq_wall:.2f} one by one ({srv.seq_tokens} tok)",
-            f"{r:.2f}x",
+            f"{r:.3f}x",
             "<= 0.5x",
             _ok(r, lambda x: x <= 0.5),
         )
@@ -1128,7 +1128,7 @@ def build_rows(cfg: Config, ceiling: Ceiling, srv: ServerFigures) -> list[Row]:
             "Follow-up chat turn TTFT (ms)",
             f"{srv.warm_ttft * 1e3:.0f} (cached {srv.warm_cached}/{srv.warm_prompt} tok)",
             f"{srv.cold_ttft * 1e3:.0f} cold (cached {srv.cold_cached} tok)",
-            f"{r:.2f}x",
+            f"{r:.3f}x",
             "<= 0.3x",
             _ok(r, lambda x: x <= 0.3),
         )
