@@ -62,7 +62,7 @@ pure-Python chunk parsing took about 2% of single-stream decode from the server 
   x 2 bytes, f16) x n_ctx per slot x slots (both from ``GET /models/current``), since
   ``/system/info`` does not report it.
 
-Every measurement is repeated (``--rounds``, default 5) and the median kept, on both sides.
+Every measurement is repeated (``--rounds``, default 7) and the median kept, on both sides.
 The HTTP client runs on the same machine and takes some CPU from the server, as a real
 local client would; the in-process ceiling pays no such cost.
 The server subprocess is always stopped (try/finally; SIGTERM handled; on Linux it also
@@ -177,7 +177,7 @@ class Config:
                 quick=True,
                 server_args=tuple(shlex.split(args.server_args)),
             )
-        rounds = args.rounds or 5
+        rounds = args.rounds or 7
         return cls(
             threads=args.threads,
             parallel=args.parallel,
@@ -913,6 +913,11 @@ async def _interleaved(
     out.pp_tps = median(pp_rates)
     if client.has_counters:
         out.events_match_tokens = mismatches == 0
+    spreads = []
+    for n_clients in CONCURRENCY_LEVELS[1:]:
+        per_round = [ratio(a, b) for a, b in zip(rates[n_clients], rates[1], strict=True)]
+        spreads.append(f"{n_clients} clients vs 1 {min(per_round):.2f}-{max(per_round):.2f}x")
+    out.notes.append("Per-round ratios (same round's runs): " + ", ".join(spreads) + ".")
     if out.single_tokens and min(out.single_tokens) < cfg.max_tokens // 2:
         out.notes.append(
             f"single-stream runs ended early (tokens {out.single_tokens} of "
@@ -1260,7 +1265,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-tokens", type=int, default=0, help="max_length per request (default 128; 12 quick)"
     )
     parser.add_argument(
-        "--rounds", type=int, default=0, help="repetitions per figure (default 5; 1 quick)"
+        "--rounds", type=int, default=0, help="repetitions per figure (default 7; 1 quick)"
     )
     parser.add_argument("--quick", action="store_true", help="tiny workloads: a smoke test")
     parser.add_argument("--markdown", type=Path, help="write/replace the results section here")
