@@ -318,13 +318,13 @@ class TokenRun:
 class Ceiling:
     """The in-process figures (medians of the runs interleaved with the server's)."""
 
-    decode_tps: float = math.nan
-    ttft_s: float = math.nan
-    short_prompt_tokens: int = 0
-    pp_tps: float = math.nan
-    pp_prompt_tokens: int = 0
-    kv_bytes_per_token: int | None = None
-    kv_note: str = ""
+    decode_tps: float
+    ttft_s: float
+    short_prompt_tokens: int
+    pp_tps: float
+    pp_prompt_tokens: int
+    kv_bytes_per_token: int | None
+    kv_note: str
 
 
 def kv_bytes_per_token(metadata: dict[str, str]) -> tuple[int | None, str]:
