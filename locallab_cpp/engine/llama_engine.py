@@ -64,8 +64,9 @@ flowing during a long prefill."""
 ALL_LAYERS = 999
 MAX_UBATCH = 128
 """Tokens llama.cpp computes at once. Its compute buffer grows with this; on CPU, 128 keeps
-the matrix kernels as busy as 512 (600-token prompts: 856-988 tok/s at 128, 859-943 at 256),
-and the server's peak memory is 7.5 MiB lower than at 256 (docs/benchmarks.md)."""
+the matrix kernels as busy as 512 (600-token prompts, llama.cpp alone: median 993 tok/s at
+128, 939 at 256), and the server's peak memory is 7.5 MiB lower than at 256
+(docs/benchmarks.md, Memory)."""
 
 _backend_lock = threading.Lock()
 _backend_ready = False
