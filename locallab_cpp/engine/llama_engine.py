@@ -62,10 +62,10 @@ SHARED_CHUNK_DIVISOR = 4
 """While other slots are generating, a prompt chunk is n_batch / this, so their streams keep
 flowing during a long prefill."""
 ALL_LAYERS = 999
-MAX_UBATCH = 128
-"""Tokens llama.cpp computes at once. Its compute buffer grows with this; on CPU, 128 keeps
-the matrix kernels as busy as 512 (600-token prompts, llama.cpp alone: median 993 tok/s at
-128, 939 at 256), and the server's peak memory is 7.5 MiB lower than at 256
+CPU_UBATCH = 128
+"""Tokens llama.cpp computes at once on the CPU. Its compute buffer grows with this; 128
+keeps the CPU's matrix kernels as busy as 512 (600-token prompts, llama.cpp alone: median
+993 tok/s at 128, 939 at 256), and the server's peak memory is 7.5 MiB lower than at 256
 (docs/benchmarks.md, Memory)."""
 
 _backend_lock = threading.Lock()
@@ -96,6 +96,14 @@ def resolve_gpu_layers(requested: int | None) -> int:
     if requested < 0:
         return ALL_LAYERS
     return requested
+
+
+def ubatch_size(n_batch: int, n_gpu_layers: int) -> int:
+    """llama.cpp's n_ubatch: CPU_UBATCH on the CPU; a GPU computes its layers faster in
+    bigger pieces and keeps the compute buffer in its own memory, so it gets all of n_batch."""
+    if n_gpu_layers > 0 and gpu_offload_supported():
+        return n_batch
+    return min(n_batch, CPU_UBATCH)
 
 
 def physical_cores() -> int:
@@ -229,7 +237,7 @@ class LlamaEngine:
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = n_ctx_slot * self._parallel
         cparams.n_batch = settings.n_batch
-        cparams.n_ubatch = min(settings.n_batch, MAX_UBATCH)
+        cparams.n_ubatch = ubatch_size(settings.n_batch, n_gpu_layers)
         cparams.n_seq_max = self._parallel
         cparams.n_threads = threads
         cparams.n_threads_batch = threads

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from locallab_cpp.engine import llama_engine
 from locallab_cpp.engine.llama_engine import (
     ALL_LAYERS,
+    CPU_UBATCH,
     _common_prefix,
     _stop_hold,
     resolve_gpu_layers,
+    ubatch_size,
 )
 
 
@@ -67,3 +70,12 @@ def test_resolve_gpu_layers_explicit_values() -> None:
     assert resolve_gpu_layers(0) == 0
     assert resolve_gpu_layers(12) == 12
     assert resolve_gpu_layers(None) in (0, ALL_LAYERS)
+
+
+def test_ubatch_is_small_on_the_cpu_and_whole_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(llama_engine, "gpu_offload_supported", lambda: True)
+    assert ubatch_size(512, 0) == CPU_UBATCH
+    assert ubatch_size(64, 0) == 64
+    assert ubatch_size(512, ALL_LAYERS) == 512
+    monkeypatch.setattr(llama_engine, "gpu_offload_supported", lambda: False)
+    assert ubatch_size(512, ALL_LAYERS) == CPU_UBATCH  # no GPU in this build: the CPU runs it
