@@ -13,7 +13,14 @@ from typing import Any
 
 from locallab_cpp import __version__
 from locallab_cpp.errors import ConfigError
-from locallab_cpp.settings import ENV_PREFIX, FIELD_NAMES, Settings, field_docs, load_settings
+from locallab_cpp.settings import (
+    ENV_PREFIX,
+    FIELD_NAMES,
+    REPACK_CHOICES,
+    Settings,
+    field_docs,
+    load_settings,
+)
 
 # (flag, setting, type) for `serve`; help comes from the settings' own docstrings.
 SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
@@ -23,6 +30,7 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--n-ctx", "n_ctx", int),
     ("--threads", "threads", int),
     ("--n-gpu-layers", "n_gpu_layers", int),
+    ("--repack", "repack", str),
     ("--parallel", "parallel", int),
     ("--n-batch", "n_batch", int),
     ("--queue-size", "queue_size", int),
@@ -32,6 +40,8 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--models-file", "models_file", str),
     ("--log-level", "log_level", str),
 )
+
+CHOICES: dict[str, tuple[str, ...]] = {"repack": REPACK_CHOICES}
 
 
 def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +55,7 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
             dest=name,
             type=kind,
             default=None,
+            choices=CHOICES.get(name),
             help=f"{docs.get(name, '')}{shown} Env: {ENV_PREFIX}{name.upper()}.",
         )
     for flag, name in (("--no-model", "no_model"), ("--no-draft", "no_draft")):

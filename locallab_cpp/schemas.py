@@ -350,6 +350,10 @@ class ActiveModel(msgspec.Struct, kw_only=True):
     quantization: str
     kv_cache_bytes: int
     """Size of the KV cache of all slots (f16 keys and values)."""
+    repack: str = "on"
+    """How llama.cpp may repack the weights (--repack): on, no-amx (CPU_REPACK only) or off."""
+    repack_reason: str = ""
+    """Why that was chosen (the CPU's AMX, the setting, GPU offload)."""
     active_sequences: int
     queued_sequences: int
     generated_tokens: int

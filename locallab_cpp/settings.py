@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
@@ -20,6 +20,9 @@ from locallab_cpp.errors import ConfigError
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MODELS_FILE = PACKAGE_DIR.parent / "models.toml"
 ENV_PREFIX = "LOCALLAB_"
+
+RepackSetting = Literal["auto", "on", "no-amx", "off"]
+REPACK_CHOICES: tuple[str, ...] = get_args(RepackSetting)
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -50,6 +53,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     threads: Annotated[int, msgspec.Meta(ge=0)] = 0
     """CPU threads for llama.cpp; 0 means the number of physical cores."""
+
+    repack: RepackSetting = "auto"
+    """Whether llama.cpp may repack weights at load into the layouts its faster CPU kernels
+    read. auto: everywhere except on CPUs with AMX, whose llama.cpp kernels crash; there the
+    weights the CPU's own repacked layout takes still get it (no-amx). on: every extra
+    buffer type llama.cpp offers, AMX included. off: none (llama-server's --no-repack)."""
 
     n_gpu_layers: int | None = None
     """Layers to offload to the GPU; None means all of them where llama.cpp was built with

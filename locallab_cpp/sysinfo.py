@@ -10,7 +10,19 @@ from typing import Any
 import psutil
 
 # Instruction sets llama.cpp's CPU kernels are built for; the ones worth showing a user.
-_FLAGS = ("avx", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "fma", "f16c", "neon", "sve")
+_FLAGS = (
+    "avx",
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "fma",
+    "f16c",
+    "neon",
+    "sve",
+)
 
 
 @functools.cache

@@ -90,13 +90,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+
+from locallab_cpp.engine.repack import AppliedRepack, RepackPlan, apply_repack, resolve_repack
+from locallab_cpp.settings import REPACK_CHOICES
 
 MIB = 1024 * 1024
 MEMORY_SLACK_BYTES = 150 * MIB
@@ -160,6 +163,7 @@ class Config:
     system_prompt_tokens: int
     chat_answer_tokens: int
     quick: bool
+    repack: str = "auto"
     server_args: tuple[str, ...] = ()
 
     @classmethod
@@ -175,6 +179,7 @@ class Config:
                 system_prompt_tokens=120,
                 chat_answer_tokens=6,
                 quick=True,
+                repack=args.repack,
                 server_args=tuple(shlex.split(args.server_args)),
             )
         rounds = args.rounds or 7
@@ -188,6 +193,7 @@ class Config:
             system_prompt_tokens=500,
             chat_answer_tokens=32,
             quick=False,
+            repack=args.repack,
             server_args=tuple(shlex.split(args.server_args)),
         )
 
@@ -350,6 +356,28 @@ def kv_bytes_per_token(metadata: dict[str, str]) -> tuple[int | None, str]:
     )
 
 
+@contextlib.contextmanager
+def server_repack(setting: str, model_path: Path) -> Iterator[RepackPlan]:
+    """While open, ``Llama`` loads with the weight repacking the server would choose
+    (``--repack``), so that both sides of the benchmark compute with the same kernels."""
+    import llama_cpp
+
+    plan = resolve_repack(setting, model_path, gpu_offload=False)
+    original = llama_cpp.llama_cpp.llama_model_default_params
+    applied: list[AppliedRepack] = []
+
+    def params() -> Any:
+        mparams = original()
+        applied.append(apply_repack(mparams, plan))
+        return mparams
+
+    llama_cpp.llama_cpp.llama_model_default_params = params
+    try:
+        yield plan
+    finally:
+        llama_cpp.llama_cpp.llama_model_default_params = original
+
+
 class InProcess:
     """``llama_cpp.Llama`` on the same GGUF, threads, batch size and greedy settings.
 
@@ -361,18 +389,20 @@ class InProcess:
         from llama_cpp import Llama
 
         self.cfg = cfg
-        self.llm: Any = Llama(
-            model_path=str(model_path),
-            n_ctx=4096,
-            n_batch=512,
-            n_ubatch=512,
-            n_threads=cfg.threads,
-            n_threads_batch=cfg.threads,
-            flash_attn=True,
-            swa_full=True,
-            seed=0,
-            verbose=False,
-        )
+        with server_repack(cfg.repack, model_path) as plan:
+            self.repack = plan
+            self.llm: Any = Llama(
+                model_path=str(model_path),
+                n_ctx=4096,
+                n_batch=512,
+                n_ubatch=512,
+                n_threads=cfg.threads,
+                n_threads_batch=cfg.threads,
+                flash_attn=True,
+                swa_full=True,
+                seed=0,
+                verbose=False,
+            )
         self.long_body = build_body(cfg.long_prompt_tokens - 15, self.count)
         self.system_body = build_body(cfg.system_prompt_tokens, self.count)
         self.kv_bytes_per_token, self.kv_note = kv_bytes_per_token(dict(self.llm.metadata))
@@ -451,6 +481,7 @@ class ServerProcess:
             "--threads", str(cfg.threads),
             "--parallel", str(cfg.parallel),
             "--rate-limit", "0",
+            "--repack", cfg.repack,
             "--log-level", "warning",
             *cfg.server_args,
         ]  # fmt: skip
@@ -1275,6 +1306,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rounds", type=int, default=0, help="repetitions per figure (default 7; 1 quick)"
     )
+    parser.add_argument(
+        "--repack",
+        choices=REPACK_CHOICES,
+        default="auto",
+        help="weight repacking for both sides, as serve's --repack (default auto)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny workloads: a smoke test")
     parser.add_argument("--markdown", type=Path, help="write/replace the results section here")
     parser.add_argument("--model-path", type=Path, help="GGUF for the ceiling (default: Gemma 3)")
@@ -1314,6 +1351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"[1/2] loading the in-process ceiling: llama_cpp.Llama, {cfg.threads} threads", flush=True
     )
     inproc = InProcess(model_path, cfg)
+    repack = inproc.repack
     try:
         print(
             f"[2/2] server over HTTP, --parallel {cfg.parallel}, rounds interleaved with "
@@ -1329,6 +1367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = build_rows(cfg, ceiling, srv)
     notes = method_notes(cfg, ceiling, srv)
+    notes.append(
+        f"Weight repacking, both sides (--repack {cfg.repack}): {repack.mode}; {repack.reason}."
+    )
     print(render_text(machine, rows, notes))
     if args.markdown is not None:
         command = "python scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])

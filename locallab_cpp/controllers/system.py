@@ -61,6 +61,8 @@ class SystemController(Controller):
                 n_batch=int(details.get("n_batch", 0)),
                 quantization=str(details.get("quantization", "")),
                 kv_cache_bytes=int(details.get("kv_cache_bytes", 0)),
+                repack=str(details.get("repack", "on")),
+                repack_reason=str(details.get("repack_reason", "")),
                 active_sequences=stats.active,
                 queued_sequences=stats.queued,
                 generated_tokens=stats.generated_tokens,

@@ -30,6 +30,7 @@ from llama_cpp import _internals
 from locallab_cpp.engine import drafting
 from locallab_cpp.engine.base import EngineInfo, EngineStats
 from locallab_cpp.engine.chat import ChatPrompt, ChatTemplate
+from locallab_cpp.engine.repack import apply_repack, resolve_repack
 from locallab_cpp.engine.types import (
     Event,
     Finished,
@@ -220,6 +221,11 @@ class LlamaEngine:
         # Read the weights instead of mapping them: repacked tensors would otherwise stay
         # resident twice (mapped file pages and the repacked copy).
         mparams.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
+        repack = resolve_repack(
+            settings.repack, path, gpu_offload=n_gpu_layers > 0 and gpu_offload_supported()
+        )
+        # Held for the engine's life: llama.cpp keeps the override list's pointer.
+        self._repack = apply_repack(mparams, repack)
         try:
             self._model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
         except ValueError:
@@ -295,6 +301,8 @@ class LlamaEngine:
                 "n_batch": settings.n_batch,
                 "quantization": spec.quantization,
                 "kv_cache_bytes": _kv_cache_bytes(metadata, self._n_ctx_slot * self._parallel),
+                "repack": self._repack.plan.mode,
+                "repack_reason": self._repack.plan.reason,
             },
         )
 

@@ -22,6 +22,8 @@ from it_support import (
     streamed_text,
 )
 
+from locallab_cpp.engine.repack import cpu_flags, has_amx
+
 pytestmark = pytest.mark.integration
 
 QUANTUM = "Explain quantum computing in simple terms"
@@ -286,6 +288,10 @@ def test_system_info(client: httpx.Client) -> None:
     active = info["active_model"]
     assert active["model_id"] == "gemma-3-270m"
     assert active["active_sequences"] == 0
+    # --repack auto: the AMX buffer is avoided exactly where the CPU has AMX.
+    expected = "no-amx" if has_amx(cpu_flags()) else "on"
+    assert active["repack"] == expected, active
+    assert active["repack_reason"]
     # CPU, memory, llama.cpp build, GPU offload.
     cpu = info["cpu"]
     assert cpu["physical_cores"] >= 1 and cpu["logical_cores"] >= cpu["physical_cores"]

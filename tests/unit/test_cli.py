@@ -84,6 +84,14 @@ def test_bad_flag_value_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--port" in capsys.readouterr().err
 
 
+def test_repack_flag_takes_only_its_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    assert build_parser().parse_args(["serve", "--repack", "no-amx"]).repack == "no-amx"
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["serve", "--repack", "maybe"])
+    assert info.value.code == 2
+    assert "auto" in capsys.readouterr().err
+
+
 def test_a_command_is_required() -> None:
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args([])

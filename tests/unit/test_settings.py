@@ -145,6 +145,7 @@ def test_env_no_model_booleans(tmp_path: Path, raw: str, expected: bool) -> None
         ({"max_body_bytes": 0}, {}),
         ({}, {"LOCALLAB_THREADS": "-2"}),
         ({}, {"LOCALLAB_QUEUE_SIZE": "many"}),
+        ({}, {"LOCALLAB_REPACK": "sometimes"}),
     ],
 )
 def test_bad_values_raise_config_error(tmp_path: Path, cli: dict, env: dict) -> None:
@@ -218,3 +219,14 @@ def test_without_a_user_file_the_package_registry_is_used(tmp_path: Path) -> Non
 
     s = load_settings({}, env={"XDG_CONFIG_HOME": str(tmp_path)})
     assert s.models_file == str(DEFAULT_MODELS_FILE)
+
+
+def test_repack_defaults_to_auto_and_reads_the_environment(tmp_path: Path) -> None:
+    models_file = str(tmp_path / "x.toml")
+    assert load_settings({"models_file": models_file}, env={}).repack == "auto"
+    s = load_settings({"models_file": models_file}, env={"LOCALLAB_REPACK": "off"})
+    assert s.repack == "off"
+    s = load_settings(
+        {"models_file": models_file, "repack": "no-amx"}, env={"LOCALLAB_REPACK": "off"}
+    )
+    assert s.repack == "no-amx"
