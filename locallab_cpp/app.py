@@ -16,15 +16,15 @@ from litestar.openapi import OpenAPIConfig
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from locallab_cpp import __version__, sysinfo
-from locallab_cpp.bodies import validate_body_strictly
-from locallab_cpp.controllers.generation import GenerationController
-from locallab_cpp.controllers.models import ModelsController
-from locallab_cpp.controllers.system import SystemController
-from locallab_cpp.engine.manager import EngineFactory, ModelManager
+from locallab_cpp.api.locallab.generation import GenerationController
+from locallab_cpp.api.locallab.models import ModelsController
+from locallab_cpp.api.system import SystemController
+from locallab_cpp.config import Settings
 from locallab_cpp.errors import EXCEPTION_HANDLERS, LocalLabError
-from locallab_cpp.ratelimit import RateLimiter, RateLimitMiddleware
-from locallab_cpp.registry import Registry
-from locallab_cpp.settings import Settings
+from locallab_cpp.http.ratelimit import RateLimiter, RateLimitMiddleware
+from locallab_cpp.http.validation import validate_body_strictly
+from locallab_cpp.models.manager import EngineFactory, ModelManager
+from locallab_cpp.models.registry import Registry
 
 logger = logging.getLogger("locallab_cpp")
 
@@ -49,7 +49,7 @@ class RequestCounter:
 
 
 def _default_factory() -> EngineFactory:
-    from locallab_cpp.engine.llama_engine import open_llama_engine
+    from locallab_cpp.engine.llama.engine import open_llama_engine
 
     return open_llama_engine
 

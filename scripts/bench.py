@@ -98,8 +98,8 @@ from typing import Any
 import httpx
 import psutil
 
-from locallab_cpp.engine.repack import AppliedRepack, RepackPlan, apply_repack, resolve_repack
-from locallab_cpp.settings import REPACK_CHOICES
+from locallab_cpp.config import REPACK_CHOICES
+from locallab_cpp.engine.llama.repack import AppliedRepack, RepackPlan, apply_repack, resolve_repack
 
 MIB = 1024 * 1024
 MEMORY_SLACK_BYTES = 150 * MIB

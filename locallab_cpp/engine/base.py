@@ -10,8 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from locallab_cpp.engine.chat import ChatPrompt
-from locallab_cpp.engine.types import GenerationHandle, GenerationInput
+from locallab_cpp.engine.types import ChatPrompt, GenerationHandle, GenerationInput
 from locallab_cpp.errors import LocalLabError
 
 

@@ -14,6 +14,16 @@ FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True, slots=True)
+class ChatPrompt:
+    """A conversation rendered to the text the model continues."""
+
+    text: str
+    stop: tuple[str, ...]
+    has_bos_text: bool
+    """The text already starts with the BOS token's text, so tokenizing must not add one."""
+
+
+@dataclass(frozen=True, slots=True)
 class SamplingParams:
     """How one sequence picks its next token."""
 

@@ -40,7 +40,7 @@ import llama_cpp._internals as _internals  # noqa: E402
 # C library's stdout/stderr to /dev/null during the load.
 _internals.suppress_stdout_stderr = lambda *a, **k: contextlib.nullcontext()
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-logging.getLogger("locallab_cpp.engine").setLevel(logging.DEBUG)  # _init_backend: verbose log
+logging.getLogger("locallab_cpp.engine").setLevel(logging.DEBUG)  # init_backend: verbose log
 
 
 @step("llama_cpp")
@@ -53,19 +53,20 @@ def _():
     }
 
 
-from locallab_cpp.engine import llama_engine as le  # noqa: E402
+from locallab_cpp.engine.llama import engine as le  # noqa: E402
+from locallab_cpp.engine.llama import loading as ld  # noqa: E402
 from locallab_cpp.engine.types import GenerationInput, SamplingParams  # noqa: E402
-from locallab_cpp.registry import Registry  # noqa: E402
-from locallab_cpp.settings import Settings  # noqa: E402
+from locallab_cpp.models.registry import Registry  # noqa: E402
+from locallab_cpp.config import Settings  # noqa: E402
 
 
 @step("resolve_gpu_layers")
 def _():
     return {
-        "gpu_offload_supported": le.gpu_offload_supported(),
-        "None": le.resolve_gpu_layers(None),
-        "-1": le.resolve_gpu_layers(-1),
-        "0": le.resolve_gpu_layers(0),
+        "gpu_offload_supported": ld.gpu_offload_supported(),
+        "None": ld.resolve_gpu_layers(None),
+        "-1": ld.resolve_gpu_layers(-1),
+        "0": ld.resolve_gpu_layers(0),
         "ALL_LAYERS": getattr(le, "ALL_LAYERS", None),
     }
 

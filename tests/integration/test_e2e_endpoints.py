@@ -22,7 +22,7 @@ from it_support import (
     streamed_text,
 )
 
-from locallab_cpp.engine.repack import cpu_flags, has_amx
+from locallab_cpp.engine.llama.repack import cpu_flags, has_amx
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from it_support import DIVERGENCE_PROMPTS, ServerProcess, check_generate_body, start_server
 
-from locallab_cpp.engine.repack import cpu_flags
+from locallab_cpp.engine.llama.repack import cpu_flags
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ from collections.abc import Iterator
 import pytest
 from it_support import DIVERGENCE_PROMPTS
 
-from locallab_cpp.engine.drafting import DraftController
-from locallab_cpp.engine.llama_engine import LlamaEngine, open_llama_engine
+from locallab_cpp.config import load_settings
+from locallab_cpp.engine.llama.drafting import DraftController
+from locallab_cpp.engine.llama.engine import LlamaEngine, open_llama_engine
 from locallab_cpp.engine.types import Completion, GenerationInput, SamplingParams
-from locallab_cpp.registry import Registry
-from locallab_cpp.settings import load_settings
+from locallab_cpp.models.registry import Registry
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,15 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from locallab_cpp.config import Settings
 from locallab_cpp.engine.base import EngineInfo, EngineStats
-from locallab_cpp.engine.chat import ChatPrompt
-from locallab_cpp.engine.types import Finished, GenerationHandle, GenerationInput, TextChunk
+from locallab_cpp.engine.types import (
+    ChatPrompt,
+    Finished,
+    GenerationHandle,
+    GenerationInput,
+    TextChunk,
+)
 from locallab_cpp.errors import (
     EngineFailure,
     GenerationAborted,
@@ -24,8 +30,7 @@ from locallab_cpp.errors import (
     PayloadTooLarge,
     ServerBusy,
 )
-from locallab_cpp.registry import ModelSpec
-from locallab_cpp.settings import Settings
+from locallab_cpp.models.registry import ModelSpec
 
 CHAT_STOP = "<|end|>"
 """The stop string the fake's chat template adds, like a real template's end-of-turn."""

@@ -13,8 +13,8 @@ from fakes import FakeFactory
 from litestar.testing import TestClient
 
 from locallab_cpp.app import create_app
-from locallab_cpp.registry import Registry
-from locallab_cpp.settings import Settings
+from locallab_cpp.config import Settings
+from locallab_cpp.models.registry import Registry
 
 T = TypeVar("T")
 

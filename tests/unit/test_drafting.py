@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from locallab_cpp.engine.drafting import (
+from locallab_cpp.engine.llama.drafting import (
     EXPLORE_EVERY,
     ROWS,
     DraftController,

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from locallab_cpp.engine import llama_engine
-from locallab_cpp.engine.llama_engine import (
+from locallab_cpp.engine.llama import loading
+from locallab_cpp.engine.llama.loading import (
     ALL_LAYERS,
     CPU_UBATCH,
-    _common_prefix,
-    _stop_hold,
     resolve_gpu_layers,
     ubatch_size,
 )
+from locallab_cpp.engine.llama.slots import common_prefix as _common_prefix
+from locallab_cpp.engine.llama.text import stop_hold as _stop_hold
 
 
 @pytest.mark.parametrize(
@@ -73,9 +73,9 @@ def test_resolve_gpu_layers_explicit_values() -> None:
 
 
 def test_ubatch_is_small_on_the_cpu_and_whole_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(llama_engine, "gpu_offload_supported", lambda: True)
+    monkeypatch.setattr(loading, "gpu_offload_supported", lambda: True)
     assert ubatch_size(512, 0) == CPU_UBATCH
     assert ubatch_size(64, 0) == 64
     assert ubatch_size(512, ALL_LAYERS) == 512
-    monkeypatch.setattr(llama_engine, "gpu_offload_supported", lambda: False)
+    monkeypatch.setattr(loading, "gpu_offload_supported", lambda: False)
     assert ubatch_size(512, ALL_LAYERS) == CPU_UBATCH  # no GPU in this build: the CPU runs it

@@ -11,7 +11,7 @@ import pytest
 from fakes import FakeFactory
 from helpers import ALPHA_BYTES, BETA_BYTES, assert_error, make_client, run_async
 
-from locallab_cpp.controllers import models as models_controller
+from locallab_cpp.api.locallab import models as models_controller
 
 CURRENT_KEYS = {
     "model_id",
@@ -189,7 +189,7 @@ def test_can_load_follows_free_memory(client: Any, monkeypatch: pytest.MonkeyPat
 
 
 def test_estimated_need_grows_with_size() -> None:
-    from locallab_cpp.registry import ModelSpec
+    from locallab_cpp.models.registry import ModelSpec
 
     small = models_controller.estimated_need(ModelSpec(id="s", path="s", size_bytes=10**9))
     big = models_controller.estimated_need(ModelSpec(id="b", path="b", size_bytes=4 * 10**9))

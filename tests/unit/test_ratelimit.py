@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from helpers import assert_error, make_client
 
-from locallab_cpp import ratelimit
-from locallab_cpp.ratelimit import RateLimiter, TokenBucket
+from locallab_cpp.http import ratelimit
+from locallab_cpp.http.ratelimit import RateLimiter, TokenBucket
 
 
 def test_bucket_burst_then_refill() -> None:

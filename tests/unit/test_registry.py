@@ -8,7 +8,7 @@ import pytest
 from helpers import ALPHA_BYTES
 
 from locallab_cpp.errors import ConfigError, ModelNotFound, ModelUnavailable, NotFound
-from locallab_cpp.registry import ModelSpec, Registry
+from locallab_cpp.models.registry import ModelSpec, Registry
 
 
 def test_from_file_parses_entries_in_order(models_file: Path) -> None:

@@ -20,12 +20,12 @@ from fakes import FakeFactory
 from helpers import assert_error, make_settings, parse_sse
 from litestar.testing import TestClient
 
-from locallab_cpp import checksum, hub, sizing
 from locallab_cpp.app import create_app
+from locallab_cpp.config import DEFAULT_MODELS_FILE, Settings
 from locallab_cpp.errors import ConfigError, ModelUnavailable
-from locallab_cpp.progress import LoadCancelled, LoadProgress, progress_tqdm
-from locallab_cpp.registry import ModelSpec, Registry
-from locallab_cpp.settings import DEFAULT_MODELS_FILE, Settings
+from locallab_cpp.models import checksum, hub, sizing
+from locallab_cpp.models.progress import LoadCancelled, LoadProgress, progress_tqdm
+from locallab_cpp.models.registry import ModelSpec, Registry
 
 COMMIT = "a" * 40
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from locallab_cpp.engine.gguf import GGUFError, TensorInfo, read_tensor_infos
-from locallab_cpp.engine.repack import (
+from locallab_cpp.engine.llama.gguf import GGUFError, TensorInfo, read_tensor_infos
+from locallab_cpp.engine.llama.repack import (
     apply_repack,
     cpu_extra_bufts,
     has_amx,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from locallab_cpp.config import FIELD_NAMES, Settings, field_docs, load_settings
 from locallab_cpp.errors import ConfigError
-from locallab_cpp.settings import FIELD_NAMES, Settings, field_docs, load_settings
 
 
 def write_toml(tmp_path: Path, server: str) -> Path:
@@ -215,7 +215,7 @@ def test_user_config_file_is_used_when_none_is_named(tmp_path: Path) -> None:
 
 
 def test_without_a_user_file_the_package_registry_is_used(tmp_path: Path) -> None:
-    from locallab_cpp.settings import DEFAULT_MODELS_FILE
+    from locallab_cpp.config import DEFAULT_MODELS_FILE
 
     s = load_settings({}, env={"XDG_CONFIG_HOME": str(tmp_path)})
     assert s.models_file == str(DEFAULT_MODELS_FILE)

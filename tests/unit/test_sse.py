@@ -10,7 +10,7 @@ from helpers import parse_sse
 
 from locallab_cpp.engine.types import Finished, GenerationHandle, TextChunk
 from locallab_cpp.errors import EngineFailure
-from locallab_cpp.sse import DONE, SSE_HEADERS, data_event, error_event, stream_events
+from locallab_cpp.http.sse import DONE, SSE_HEADERS, data_event, error_event, stream_events
 
 
 @pytest.mark.parametrize(

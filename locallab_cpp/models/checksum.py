@@ -14,9 +14,9 @@ import os
 import threading
 from pathlib import Path
 
-from locallab_cpp.progress import LoadProgress
+from locallab_cpp.models.progress import LoadProgress
 
-logger = logging.getLogger("locallab_cpp.checksum")
+logger = logging.getLogger("locallab_cpp.models.checksum")
 
 CHUNK_BYTES = 8 * 1024 * 1024
 _RECORDS_LOCK = threading.Lock()

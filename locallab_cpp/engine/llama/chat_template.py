@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from llama_cpp import llama_chat_format
 
+from locallab_cpp.engine.types import ChatPrompt
 from locallab_cpp.errors import ConfigError
 
 logger = logging.getLogger("locallab_cpp.engine")
@@ -17,16 +17,6 @@ FALLBACK_FORMAT = "chatml"
 # Formats whose llama-cpp-python formatter drops system messages; the models' own templates
 # fold the system text into the first user turn, so we do that before formatting.
 _FOLD_SYSTEM_FORMATS = frozenset({"gemma"})
-
-
-@dataclass(frozen=True, slots=True)
-class ChatPrompt:
-    """A conversation rendered to the text the model continues."""
-
-    text: str
-    stop: tuple[str, ...]
-    has_bos_text: bool
-    """The text already starts with the BOS token's text, so tokenizing must not add one."""
 
 
 def _named_formatter(name: str) -> Callable[..., Any]:

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from locallab_cpp import __version__
-from locallab_cpp.errors import ConfigError
-from locallab_cpp.settings import (
+from locallab_cpp.config import (
     ENV_PREFIX,
     FIELD_NAMES,
     REPACK_CHOICES,
@@ -21,6 +20,7 @@ from locallab_cpp.settings import (
     field_docs,
     load_settings,
 )
+from locallab_cpp.errors import ConfigError
 
 # (flag, setting, type) for `serve`; help comes from the settings' own docstrings.
 SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(given)
         if args.command == "serve":
             return _serve(settings)
-        from locallab_cpp.cli_models import run_models_command
+        from locallab_cpp.cli.models import run_models_command
 
         return run_models_command(args.models_command, getattr(args, "model_id", None), settings)
     except ConfigError as exc:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from locallab_cpp.config import Settings
 from locallab_cpp.engine.base import Engine
 from locallab_cpp.errors import (
     GenerationAborted,
@@ -21,9 +22,8 @@ from locallab_cpp.errors import (
     ModelUnavailable,
     NoModelLoaded,
 )
-from locallab_cpp.progress import LoadCancelled, LoadProgress, ProgressSnapshot
-from locallab_cpp.registry import ModelSpec, Registry
-from locallab_cpp.settings import Settings
+from locallab_cpp.models.progress import LoadCancelled, LoadProgress, ProgressSnapshot
+from locallab_cpp.models.registry import ModelSpec, Registry
 
 logger = logging.getLogger("locallab_cpp")
 

@@ -13,12 +13,7 @@ from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter
 
-from locallab_cpp import sizing
-from locallab_cpp.engine.manager import ModelManager
-from locallab_cpp.errors import NotFound
-from locallab_cpp.progress import ProgressSnapshot
-from locallab_cpp.registry import ModelSpec
-from locallab_cpp.schemas import (
+from locallab_cpp.api.locallab.protocol import (
     AvailableModel,
     AvailableModels,
     CurrentModel,
@@ -26,8 +21,13 @@ from locallab_cpp.schemas import (
     LoadProgressBody,
     StatusResponse,
 )
-from locallab_cpp.settings import Settings
-from locallab_cpp.sse import DONE, EventStream, event_stream
+from locallab_cpp.config import Settings
+from locallab_cpp.errors import NotFound
+from locallab_cpp.http.sse import DONE, EventStream, event_stream
+from locallab_cpp.models import sizing
+from locallab_cpp.models.manager import ModelManager
+from locallab_cpp.models.progress import ProgressSnapshot
+from locallab_cpp.models.registry import ModelSpec
 from locallab_cpp.sysinfo import available_memory
 
 PROGRESS_INTERVAL_S = 0.5

@@ -18,8 +18,12 @@ import msgspec
 from locallab_cpp.errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_MODELS_FILE = PACKAGE_DIR.parent / "models.toml"
+DEFAULT_MODELS_FILE = PACKAGE_DIR / "models" / "models.toml"
+"""The package's own registry, shipped inside the package (and so inside a wheel)."""
 ENV_PREFIX = "LOCALLAB_"
+DEFAULT_SLOT_CONTEXT = 8192 + 2048
+"""Tokens of context per slot when --n-ctx is 0: LocalLab's default max_length (8192) plus
+room for a 2048-token prompt, capped at what the model was trained for."""
 
 RepackSetting = Literal["auto", "on", "no-amx", "off"]
 REPACK_CHOICES: tuple[str, ...] = get_args(RepackSetting)

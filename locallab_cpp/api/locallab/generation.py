@@ -13,11 +13,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
 from litestar.params import JSONBody
 
-from locallab_cpp.engine.base import Engine
-from locallab_cpp.engine.manager import ModelManager
-from locallab_cpp.engine.types import Completion, GenerationHandle, GenerationInput, SamplingParams
-from locallab_cpp.errors import ClientDisconnected
-from locallab_cpp.schemas import (
+from locallab_cpp.api.locallab.protocol import (
     DEFAULT_DO_SAMPLE,
     DEFAULT_MAX_LENGTH,
     DEFAULT_REPETITION_PENALTY,
@@ -35,7 +31,11 @@ from locallab_cpp.schemas import (
     GenerationParams,
     Usage,
 )
-from locallab_cpp.sse import EventStream, event_stream, stream_events
+from locallab_cpp.engine.base import Engine
+from locallab_cpp.engine.types import Completion, GenerationHandle, GenerationInput, SamplingParams
+from locallab_cpp.errors import ClientDisconnected
+from locallab_cpp.http.sse import EventStream, event_stream, stream_events
+from locallab_cpp.models.manager import ModelManager
 
 # Tokenizing is fast C code, but a prompt this long is worth moving off the event loop.
 OFFLOOP_TOKENIZE_CHARS = 16_384

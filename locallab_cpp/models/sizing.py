@@ -8,11 +8,9 @@ architecture get this exact figure; for the others it is guessed from the file s
 
 from __future__ import annotations
 
-from locallab_cpp.registry import ModelSpec
-from locallab_cpp.settings import Settings
+from locallab_cpp.config import DEFAULT_SLOT_CONTEXT, Settings
+from locallab_cpp.models.registry import ModelSpec
 
-# The engine's default context per slot: max_length's default (8192) plus room for a prompt.
-DEFAULT_SLOT_CONTEXT = 8192 + 2048
 F16_BYTES = 2
 
 # Without the architecture, a token's KV bytes are guessed as file size / this divisor.

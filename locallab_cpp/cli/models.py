@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from locallab_cpp import hub, sizing
+from locallab_cpp.config import Settings
 from locallab_cpp.errors import LocalLabError, ModelNotFound, ModelUnavailable
-from locallab_cpp.progress import LoadProgress, Phase
-from locallab_cpp.registry import ModelSpec, Registry
-from locallab_cpp.settings import Settings
+from locallab_cpp.models import hub, sizing
+from locallab_cpp.models.progress import LoadProgress, Phase
+from locallab_cpp.models.registry import ModelSpec, Registry
 from locallab_cpp.sysinfo import available_memory
 
 

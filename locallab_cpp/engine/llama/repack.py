@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from locallab_cpp.engine.gguf import GGUFError, TensorInfo, read_tensor_infos
+from locallab_cpp.engine.llama.gguf import GGUFError, TensorInfo, read_tensor_infos
 
 logger = logging.getLogger("locallab_cpp.engine")
 

@@ -22,12 +22,12 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from locallab_cpp import checksum, hub
+from locallab_cpp.config import DEFAULT_MODELS_FILE
 from locallab_cpp.errors import ConfigError, ModelNotFound, ModelUnavailable
-from locallab_cpp.progress import LoadProgress
-from locallab_cpp.settings import DEFAULT_MODELS_FILE
+from locallab_cpp.models import checksum, hub
+from locallab_cpp.models.progress import LoadProgress
 
-logger = logging.getLogger("locallab_cpp.registry")
+logger = logging.getLogger("locallab_cpp.models.registry")
 
 Source = Literal["package", "file", "hub"]
 

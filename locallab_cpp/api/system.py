@@ -9,8 +9,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 
 from locallab_cpp import sysinfo
-from locallab_cpp.engine.manager import ModelManager
-from locallab_cpp.schemas import (
+from locallab_cpp.api.locallab.protocol import (
     ActiveModel,
     CpuInfo,
     GpuInfo,
@@ -19,6 +18,7 @@ from locallab_cpp.schemas import (
     MemoryInfo,
     SystemInfo,
 )
+from locallab_cpp.models.manager import ModelManager
 
 
 class SystemController(Controller):

@@ -16,14 +16,14 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from locallab_cpp import checksum
 from locallab_cpp.errors import ModelUnavailable
-from locallab_cpp.progress import LoadCancelled, LoadProgress, progress_tqdm
+from locallab_cpp.models import checksum
+from locallab_cpp.models.progress import LoadCancelled, LoadProgress, progress_tqdm
 
 if TYPE_CHECKING:
-    from locallab_cpp.registry import ModelSpec
+    from locallab_cpp.models.registry import ModelSpec
 
-logger = logging.getLogger("locallab_cpp.hub")
+logger = logging.getLogger("locallab_cpp.models.hub")
 
 _TRUE = {"1", "on", "yes", "true"}
 

@@ -1,0 +1,156 @@
+"""The llama.cpp engine: parallel slots and continuous batching over llama-cpp-python.
+
+This is the event-loop side: it validates and queues sequences, reports counters and
+renders chat prompts. The decode thread (scheduler.py) owns the llama.cpp context; the
+model's vocabulary is read-only, so tokenizing may happen on any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import llama_cpp
+
+from locallab_cpp.config import Settings
+from locallab_cpp.engine.base import EngineInfo, EngineStats
+from locallab_cpp.engine.llama.chat_template import ChatTemplate
+from locallab_cpp.engine.llama.loading import open_model
+from locallab_cpp.engine.llama.scheduler import DecodeLoop
+from locallab_cpp.engine.llama.slots import Job
+from locallab_cpp.engine.llama.text import Pieces
+from locallab_cpp.engine.types import ChatPrompt, GenerationHandle, GenerationInput
+from locallab_cpp.errors import (
+    EngineFailure,
+    GenerationAborted,
+    LocalLabError,
+    PayloadTooLarge,
+    ServerBusy,
+)
+from locallab_cpp.models.registry import ModelSpec
+
+
+class LlamaEngine:
+    """A GGUF model served with parallel slots and continuous batching."""
+
+    def __init__(self, *, spec: ModelSpec, path: Path, settings: Settings) -> None:
+        self._settings = settings
+        self._parallel = settings.parallel
+        self._loaded = open_model(spec, path, settings)
+        model = self._loaded.model
+        self._vocab = model.vocab
+        self._add_bos = model.add_bos_token()
+        self._n_ctx_slot = self._loaded.n_ctx_slot
+        pieces = Pieces(self._vocab)
+        bos = model.token_bos()
+        eos = model.token_eos()
+        bos_text = pieces.text(bos) if bos >= 0 else ""
+        self._template = ChatTemplate(
+            gguf_template=model.metadata().get("tokenizer.chat_template"),
+            chat_format=spec.chat_format,
+            bos_text=bos_text,
+            eos_text=pieces.text(eos) if eos >= 0 else "",
+        )
+        self._info = EngineInfo(
+            model_id=spec.id,
+            name=spec.display_name,
+            description=spec.description,
+            n_ctx=self._n_ctx_slot,
+            n_ctx_train=model.n_ctx_train(),
+            n_gpu_layers=self._loaded.n_gpu_layers,
+            parallel=self._parallel,
+            size_bytes=path.stat().st_size,
+            chat_format=self._template.name,
+            loaded_at=time.time(),
+            details=self._loaded.details(spec, self._parallel, settings.n_batch),
+        )
+        self._loop = DecodeLoop(
+            self._loaded,
+            parallel=self._parallel,
+            n_batch=settings.n_batch,
+            draft=not settings.no_draft,
+            name=spec.id,
+        )
+
+    @property
+    def info(self) -> EngineInfo:
+        """Static facts about the loaded model."""
+        return self._info
+
+    def stats(self) -> EngineStats:
+        """Live counters (read without the lock: a slightly stale view is fine)."""
+        loop = self._loop
+        return EngineStats(
+            active=loop.n_active,
+            queued=len(loop.pending),
+            generated_tokens=loop.generated,
+            prompt_tokens=loop.prompt_total,
+            cached_prompt_tokens=loop.cached_total,
+            drafted_tokens=loop.drafted_total,
+        )
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        """Token ids of ``text``. The vocabulary is read-only, so any thread may call this."""
+        data = text.encode("utf-8")
+        n_max = len(data) + 8
+        buf = (llama_cpp.llama_token * n_max)()
+        n = llama_cpp.llama_tokenize(
+            self._vocab, data, len(data), buf, n_max, add_bos and self._add_bos, True
+        )
+        if n < 0:
+            raise EngineFailure("tokenization failed")
+        return list(buf[:n])
+
+    def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> ChatPrompt:
+        """Render a conversation with the model's chat template."""
+        return self._template.render(messages)
+
+    def submit(self, inputs: Sequence[GenerationInput]) -> list[GenerationHandle]:
+        """Queue sequences, all or none; see :class:`locallab_cpp.engine.base.Engine`."""
+        loop = asyncio.get_running_loop()
+        for inp in inputs:
+            if len(inp.prompt_tokens) >= self._n_ctx_slot:
+                raise PayloadTooLarge(
+                    f"The prompt is {len(inp.prompt_tokens)} tokens; this model's context "
+                    f"holds {self._n_ctx_slot} per request. Shorten the prompt, or restart "
+                    "the server with a larger --n-ctx."
+                )
+            if not inp.prompt_tokens:
+                raise PayloadTooLarge("The prompt is empty after tokenization.")
+        jobs = []
+        decode = self._loop
+        with decode.cond:
+            if decode.stopping:
+                raise GenerationAborted("The model is being unloaded; retry shortly.")
+            waiting_after = len(decode.pending) + len(inputs) - decode.free_slots()
+            if waiting_after > self._settings.queue_size:
+                raise ServerBusy(retry_after=self._retry_after())
+            for inp in inputs:
+                handle = GenerationHandle(loop=loop, on_cancel=self._on_cancel)
+                max_tokens = min(inp.max_tokens, self._n_ctx_slot - len(inp.prompt_tokens))
+                jobs.append(Job(handle=handle, inp=inp, max_tokens=max_tokens))
+            decode.pending.extend(jobs)
+            decode.cond.notify()
+        return [job.handle for job in jobs]
+
+    def _retry_after(self) -> int:
+        # A rough wait: a queue place frees when a sequence ends; a few seconds is typical.
+        return max(1, min(30, len(self._loop.pending) // max(1, self._parallel)))
+
+    def _on_cancel(self, _handle: GenerationHandle) -> None:
+        self._loop.wake()
+
+    def close(self, reason: LocalLabError | None = None) -> None:
+        """Stop the decode thread, end in-flight sequences with ``reason``, free memory."""
+        if self._loop.stop(reason or GenerationAborted()):
+            self._loaded.close()
+
+
+EngineFactory = Callable[[ModelSpec, Path, Settings], LlamaEngine]
+
+
+def open_llama_engine(spec: ModelSpec, path: Path, settings: Settings) -> LlamaEngine:
+    """Load ``path`` and start its decode thread (blocking: call from a worker thread)."""
+    return LlamaEngine(spec=spec, path=path, settings=settings)

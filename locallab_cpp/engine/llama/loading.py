@@ -1,0 +1,189 @@
+"""Opening a GGUF with llama.cpp: backend start, model and context parameters, GPU layers,
+weight repacking, and the facts about the load that /system/info reports."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp import _internals
+
+from locallab_cpp.config import DEFAULT_SLOT_CONTEXT, Settings
+from locallab_cpp.engine.llama import drafting
+from locallab_cpp.engine.llama.repack import AppliedRepack, apply_repack, resolve_repack
+from locallab_cpp.errors import ModelUnavailable
+from locallab_cpp.models.registry import ModelSpec
+
+logger = logging.getLogger("locallab_cpp.engine")
+
+ALL_LAYERS = 999
+CPU_UBATCH = 128
+"""Tokens llama.cpp computes at once on the CPU. Its compute buffer grows with this; 128
+keeps the CPU's matrix kernels as busy as 512 (docs/benchmarks.md), and the server's peak
+memory is lower than at 256."""
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+def init_backend() -> None:
+    """Start llama.cpp's backends once per process."""
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            from llama_cpp import _logger
+
+            # llama.cpp logs every tensor at load; keep only its errors unless debugging.
+            _logger.set_verbose(logger.isEnabledFor(logging.DEBUG))
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+
+
+def gpu_offload_supported() -> bool:
+    """Whether this llama.cpp build can offload layers to a GPU (Metal, CUDA...)."""
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def resolve_gpu_layers(requested: int | None) -> int:
+    """The n_gpu_layers to use: all where offload is possible, unless the user said."""
+    if requested is None:
+        return ALL_LAYERS if gpu_offload_supported() else 0
+    if requested < 0:
+        return ALL_LAYERS
+    return requested
+
+
+def ubatch_size(n_batch: int, n_gpu_layers: int) -> int:
+    """llama.cpp's n_ubatch: CPU_UBATCH on the CPU; a GPU computes its layers faster in
+    bigger pieces and keeps the compute buffer in its own memory, so it gets all of n_batch."""
+    if n_gpu_layers > 0 and gpu_offload_supported():
+        return n_batch
+    return min(n_batch, CPU_UBATCH)
+
+
+def physical_cores() -> int:
+    """Physical core count, the best default thread count for llama.cpp."""
+    import psutil
+
+    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
+
+
+def kv_cache_bytes(metadata: Mapping[str, str], cells: int) -> int:
+    """Bytes of the f16 KV cache for ``cells`` token cells, from the GGUF's metadata."""
+    arch = metadata.get("general.architecture", "")
+
+    def number(key: str, default: int = 0) -> int:
+        try:
+            return int(metadata.get(f"{arch}.{key}", default))
+        except ValueError:  # per-layer arrays: not worth parsing for an estimate
+            return default
+
+    layers = number("block_count")
+    heads = number("attention.head_count", 1)
+    kv_heads = number("attention.head_count_kv", heads)
+    head_dim = number("embedding_length") // max(1, heads)
+    key_len = number("attention.key_length", head_dim)
+    value_len = number("attention.value_length", head_dim)
+    return layers * kv_heads * (key_len + value_len) * 2 * cells
+
+
+@dataclass
+class LoadedModel:
+    """A llama.cpp model with its context: what the engine thread computes with."""
+
+    model: _internals.LlamaModel
+    ctx: _internals.LlamaContext
+    n_ctx_slot: int
+    """Tokens each slot may hold (prompt and answer)."""
+    n_gpu_layers: int
+    threads: int
+    repack: AppliedRepack
+    """Held for the model's life: llama.cpp keeps the override list's pointer."""
+
+    def details(self, spec: ModelSpec, parallel: int, n_batch: int) -> dict[str, Any]:
+        """Facts about the load for /system/info."""
+        metadata = self.model.metadata()
+        return {
+            "architecture": metadata.get("general.architecture", ""),
+            "description": self.model.desc(),
+            "n_params": self.model.n_params(),
+            "n_vocab": self.model.n_vocab(),
+            "threads": self.threads,
+            "n_batch": n_batch,
+            "quantization": spec.quantization,
+            "kv_cache_bytes": kv_cache_bytes(metadata, self.n_ctx_slot * parallel),
+            "repack": self.repack.plan.mode,
+            "repack_reason": self.repack.plan.reason,
+        }
+
+    def close(self) -> None:
+        """Free the context, then the weights."""
+        self.ctx.close()
+        self.model.close()
+
+
+def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
+    """Load the GGUF at ``path`` and create a context of ``settings.parallel`` slots."""
+    init_backend()
+    n_gpu_layers = resolve_gpu_layers(settings.n_gpu_layers)
+    threads = settings.threads or physical_cores()
+    parallel = settings.parallel
+
+    mparams = llama_cpp.llama_model_default_params()
+    mparams.n_gpu_layers = n_gpu_layers
+    # Read the weights instead of mapping them: repacked tensors would otherwise stay
+    # resident twice (mapped file pages and the repacked copy).
+    mparams.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
+    plan = resolve_repack(
+        settings.repack, path, gpu_offload=n_gpu_layers > 0 and gpu_offload_supported()
+    )
+    repack = apply_repack(mparams, plan)
+    try:
+        model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
+    except ValueError:
+        raise ModelUnavailable(
+            f"llama.cpp could not load the GGUF of model '{spec.id}'; the file may be "
+            "damaged or of an architecture this llama.cpp does not support."
+        ) from None
+    n_ctx_train = model.n_ctx_train()
+    n_ctx_slot = settings.n_ctx or min(n_ctx_train or DEFAULT_SLOT_CONTEXT, DEFAULT_SLOT_CONTEXT)
+
+    cparams = llama_cpp.llama_context_default_params()
+    cparams.n_ctx = n_ctx_slot * parallel
+    cparams.n_batch = settings.n_batch
+    cparams.n_ubatch = ubatch_size(settings.n_batch, n_gpu_layers)
+    cparams.n_seq_max = parallel
+    cparams.n_threads = threads
+    cparams.n_threads_batch = threads
+    # Full-size SWA cache: prefix reuse needs to cut a sequence's cache at any position.
+    cparams.swa_full = True
+    # One KV stream per slot: each slot gets exactly its context, and attention does not
+    # scan the other slots' cells.
+    cparams.kv_unified = False
+    cparams.no_perf = True
+    # At most one output (logits row) per slot per step, or ROWS when drafting fills a
+    # step (see drafting.py). Without this bound llama.cpp sizes its compute buffer for
+    # logits of every token of a full batch: with Gemma's 262k vocabulary that is 512 MB
+    # that we would never use.
+    cparams.n_outputs_max = max(parallel, drafting.ROWS)
+    try:
+        ctx = _internals.LlamaContext(model=model, params=cparams, verbose=False)
+    except ValueError:
+        model.close()
+        raise ModelUnavailable(
+            f"llama.cpp could not create a context for model '{spec.id}' "
+            f"({n_ctx_slot} tokens x {parallel} slots); lower --n-ctx or --parallel."
+        ) from None
+    return LoadedModel(
+        model=model,
+        ctx=ctx,
+        n_ctx_slot=llama_cpp.llama_n_ctx(ctx.ctx) // parallel,
+        n_gpu_layers=n_gpu_layers if gpu_offload_supported() else 0,
+        threads=threads,
+        repack=repack,
+    )

@@ -1,0 +1,408 @@
+"""The engine thread: continuous batching over the slots of one llama.cpp context.
+
+Each step builds one ``llama_batch`` holding, for every busy slot, either its next token
+(a sequence being generated) or a chunk of its prompt (a sequence being prefilled), each
+under the slot's own ``seq_id``. New requests join at the next step. Every slot keeps the
+tokens that are in its KV cache, so a request whose prompt starts with them (a follow-up
+chat turn, a shared system prompt) only computes the new tokens. Only this thread touches
+the context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import llama_cpp
+
+from locallab_cpp.engine.llama import drafting
+from locallab_cpp.engine.llama.loading import LoadedModel
+from locallab_cpp.engine.llama.sampling import (
+    apply_repetition_penalty,
+    logits_row,
+    make_sampler,
+    sample,
+)
+from locallab_cpp.engine.llama.slots import Job, Slot, common_prefix
+from locallab_cpp.engine.llama.text import Pieces, find_stop, stop_hold
+from locallab_cpp.engine.types import Event, Finished, FinishReason, GenerationHandle, TextChunk
+from locallab_cpp.errors import EngineFailure, GenerationAborted, LocalLabError
+
+logger = logging.getLogger("locallab_cpp.engine")
+
+PREFIX_REUSE_MIN_TOKENS = 32
+"""A cached prefix shorter than this is not worth choosing a slot for (see _admit)."""
+SHARED_CHUNK_DIVISOR = 4
+"""While other slots are generating, a prompt chunk is n_batch / this, so their streams keep
+flowing during a long prefill."""
+
+Outbox = list[tuple[GenerationHandle, Event]]
+
+
+def _deliver(items: Outbox) -> None:
+    for handle, event in items:
+        handle.queue.put_nowait(event)
+
+
+class DecodeLoop:
+    """Slots, the queue of waiting jobs, and the thread that decodes them."""
+
+    def __init__(
+        self, loaded: LoadedModel, *, parallel: int, n_batch: int, draft: bool, name: str
+    ) -> None:
+        self._loaded = loaded
+        self._ctx = loaded.ctx.ctx
+        self._memory = loaded.ctx.memory
+        self._vocab = loaded.model.vocab
+        self._n_vocab = loaded.model.n_vocab()
+        self._n_ctx_slot = loaded.n_ctx_slot
+        self._n_batch = n_batch
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._pieces = Pieces(self._vocab)
+        self.slots = [Slot(seq_id=i) for i in range(parallel)]
+        self._drafts = drafting.DraftController() if draft else None
+        self.pending: deque[Job] = deque()
+        self.cond = threading.Condition()
+        self.stopping = False
+        self._close_reason: LocalLabError | None = None
+        self.n_active = 0
+        self.generated = 0
+        self.prompt_total = 0
+        self.cached_total = 0
+        self.drafted_total = 0
+        self._thread = threading.Thread(target=self._run, name=f"llama-decode[{name}]", daemon=True)
+        self._thread.start()
+
+    def free_slots(self) -> int:
+        """Slots without a job (call with ``cond`` held)."""
+        return sum(1 for s in self.slots if s.job is None)
+
+    def wake(self) -> None:
+        """Make the thread look at its queue and cancellations again."""
+        with self.cond:
+            self.cond.notify()
+
+    def stop(self, reason: LocalLabError) -> bool:
+        """End every sequence with ``reason``, join the thread and free the batch and the
+        samplers; False if it was already stopping."""
+        with self.cond:
+            if self.stopping:
+                return False
+            self.stopping = True
+            self._close_reason = reason
+            self.cond.notify_all()
+        self._thread.join()
+        llama_cpp.llama_batch_free(self._batch)
+        for slot in self.slots:
+            if slot.sampler is not None:
+                slot.sampler.close()
+        return True
+
+    # ----- the engine thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        outbox: Outbox = []
+        try:
+            while True:
+                with self.cond:
+                    while (
+                        not self.stopping
+                        and not self.pending
+                        and all(s.job is None for s in self.slots)
+                    ):
+                        self.cond.wait()
+                    if self.stopping:
+                        break
+                    self._admit()
+                self._drop_cancelled()
+                if any(s.job is not None for s in self.slots):
+                    self._step(outbox)
+                if outbox:
+                    self._flush(outbox)
+        except Exception as exc:  # a crash here must not hang every waiting request
+            logger.exception("decode loop failed")
+            self._fail_all(EngineFailure(), outbox)
+            with self.cond:
+                self.stopping = True
+            del exc
+        self._fail_all(self._close_reason or GenerationAborted(), outbox)
+
+    def _flush(self, outbox: Outbox) -> None:
+        by_loop: dict[Any, Outbox] = {}
+        for item in outbox:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, items in by_loop.items():
+            # A closed loop means nobody is listening any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_deliver, items)
+        outbox.clear()
+
+    def _fail_all(self, error: LocalLabError, outbox: Outbox) -> None:
+        with self.cond:
+            jobs = [s.job for s in self.slots if s.job is not None] + list(self.pending)
+            self.pending.clear()
+        for slot in self.slots:
+            if slot.job is not None:
+                self._release(slot)
+        for job in jobs:
+            outbox.append((job.handle, error))
+        self._flush(outbox)
+
+    def _admit(self) -> None:
+        """Give queued jobs free slots: the one whose cache shares a real prefix with the
+        prompt, else the lowest-numbered one."""
+        while self.pending:
+            free = [s for s in self.slots if s.job is None]
+            if not free:
+                return
+            job = self.pending.popleft()
+            if job.handle.cancelled.is_set():
+                continue
+            prompt = job.inp.prompt_tokens
+            best = max(free, key=lambda s: common_prefix(s.kv_tokens, prompt))
+            if common_prefix(best.kv_tokens, prompt) >= PREFIX_REUSE_MIN_TOKENS:
+                self._assign(best, job)
+            else:
+                # With one KV stream per slot, llama.cpp puts only consecutive seq_ids in one
+                # micro-batch; active slots scattered over 0..N split a step into several
+                # graph runs. The lowest free slot keeps the active ones packed together.
+                self._assign(free[0], job)
+
+    def _assign(self, slot: Slot, job: Job) -> None:
+        prompt = job.inp.prompt_tokens
+        keep = common_prefix(slot.kv_tokens, prompt)
+        if keep == len(prompt):
+            keep -= 1  # the last prompt token must be decoded again to get its logits
+        if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1):
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            keep = 0
+        del slot.kv_tokens[keep:]
+        slot.job = job
+        slot.prompt_pos = keep
+        slot.next_token = None
+        job.cached_tokens = keep
+        params = job.inp.sampling
+        slot.recent.clear()
+        slot.recent.extend(prompt[-(slot.recent.maxlen or 0) :])
+        slot.sampler = None if params.greedy else make_sampler(params)
+        self.n_active += 1
+        self.prompt_total += len(prompt)
+        self.cached_total += keep
+
+    def _sample(self, slot: Slot, job: Job, index: int) -> int:
+        """Pick the next token of ``slot`` from the logits at batch position ``index``."""
+        logits = logits_row(self._ctx, index, self._n_vocab)
+        apply_repetition_penalty(logits, slot.recent, job.inp.sampling.repetition_penalty)
+        token = sample(slot.sampler, self._ctx, index, logits)
+        slot.recent.append(token)
+        return token
+
+    def _release(self, slot: Slot) -> None:
+        slot.job = None
+        slot.next_token = None
+        slot.out_index = -1
+        slot.drafts.clear()
+        slot.draft_rows.clear()
+        if slot.sampler is not None:
+            slot.sampler.close()
+            slot.sampler = None
+        self.n_active -= 1
+
+    def _drop_cancelled(self) -> None:
+        for slot in self.slots:
+            if slot.job is not None and slot.job.handle.cancelled.is_set():
+                self._release(slot)
+
+    def _plain_greedy(self, slot: Slot) -> bool:
+        job = slot.job
+        return (
+            job is not None and slot.sampler is None and job.inp.sampling.repetition_penalty == 1.0
+        )
+
+    def _drafts_this_step(self, generating: list[Slot], decode_only: bool) -> int:
+        """Guesses per sequence for this step (0: plain step); see drafting.py.
+
+        Only steps that decode and nothing else draft, so that the controller compares
+        like with like.
+        """
+        if self._drafts is None or not generating or not decode_only:
+            return 0
+        count = drafting.drafts_per_sequence(len(generating))
+        if count == 0:
+            return 0
+        for slot in generating:
+            if not self._plain_greedy(slot):
+                return 0
+            if len(slot.kv_tokens) + 1 + count >= self._n_ctx_slot:
+                return 0
+        return count if self._drafts.should_draft(len(generating)) else 0
+
+    def _argmax(self, index: int) -> int:
+        return int(logits_row(self._ctx, index, self._n_vocab).argmax())
+
+    def _step(self, outbox: Outbox) -> None:
+        batch = self._batch
+        n = 0
+        capacity = self._n_batch
+
+        touched: list[Slot] = []
+
+        def add(slot: Slot, token: int, want_logits: bool, draft: bool = False) -> None:
+            nonlocal n
+            if not touched or touched[-1] is not slot:
+                touched.append(slot)
+            pos = len(slot.kv_tokens)
+            batch.token[n] = token
+            batch.pos[n] = pos
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = slot.seq_id
+            batch.logits[n] = want_logits
+            slot.kv_tokens.append(token)
+            if draft:
+                slot.drafts.append(token)
+                slot.draft_rows.append(n)
+            elif want_logits:
+                slot.out_index = n
+            n += 1
+
+        generating = [s for s in self.slots if s.job is not None and s.next_token is not None]
+        # Only steps that decode and nothing else tell the controller what drafting is worth.
+        decode_only = not any(s.prefilling for s in self.slots)
+        n_drafts = self._drafts_this_step(generating, decode_only)
+        for slot in generating:
+            token = slot.next_token
+            assert token is not None
+            slot.next_token = None
+            add(slot, token, True)
+            if n_drafts:
+                guesses = drafting.propose(slot.kv_tokens, n_drafts)
+                # llama.cpp micro-batches per-slot KV streams only with equal token counts
+                # per sequence, so every sequence sends the same number of guesses.
+                guesses += [token] * (n_drafts - len(guesses))
+                for guess in guesses:
+                    add(slot, guess, True, draft=True)
+        budget = capacity - n
+        if generating:
+            budget = min(budget, max(1, capacity // SHARED_CHUNK_DIVISOR))
+        for slot in self.slots:
+            if budget <= 0:
+                break
+            if not slot.prefilling:
+                continue
+            assert slot.job is not None
+            prompt = slot.job.inp.prompt_tokens
+            end = min(len(prompt), slot.prompt_pos + budget)
+            for i in range(slot.prompt_pos, end):
+                add(slot, prompt[i], i == len(prompt) - 1)
+            budget -= end - slot.prompt_pos
+            slot.prompt_pos = end
+        if n == 0:
+            return
+        batch.n_tokens = n
+        started = time.perf_counter()
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        if rc != 0:
+            logger.error("llama_decode returned %d", rc)
+            for slot in touched:
+                slot.drafts.clear()
+                slot.draft_rows.clear()
+                job = slot.job
+                if job is not None:
+                    llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+                    slot.kv_tokens.clear()
+                    outbox.append((job.handle, EngineFailure()))
+                    self._release(slot)
+            return
+        produced = 0
+        for slot in self.slots:
+            if slot.out_index < 0 or slot.job is None:
+                continue
+            index, slot.out_index = slot.out_index, -1
+            if slot.draft_rows:
+                tokens = self._verify(slot, index)
+            else:
+                tokens = [self._sample(slot, slot.job, index)]
+            produced += len(tokens)
+            job = slot.job
+            for token in tokens:
+                self._on_token(slot, token, outbox)
+                if slot.job is not job:  # finished (end token, stop string or limit)
+                    break
+        if self._drafts is not None and generating and decode_only:
+            self._drafts.record(
+                len(generating), n_drafts > 0, produced, time.perf_counter() - started
+            )
+
+    def _verify(self, slot: Slot, index: int) -> list[int]:
+        """The tokens greedy decoding gives from this step's rows of ``slot``: its next token,
+        then one more for every guess that was right. Wrong guesses leave the KV cache."""
+        tokens = [self._argmax(index)]
+        for guess, row in zip(slot.drafts, slot.draft_rows, strict=True):
+            if guess != tokens[-1]:
+                break
+            tokens.append(self._argmax(row))
+        self.drafted_total += len(tokens) - 1
+        wrong = len(slot.drafts) - (len(tokens) - 1)
+        if wrong:
+            keep = len(slot.kv_tokens) - wrong
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
+            del slot.kv_tokens[keep:]
+        slot.drafts.clear()
+        slot.draft_rows.clear()
+        return tokens
+
+    def _on_token(self, slot: Slot, token: int, outbox: Outbox) -> None:
+        job = slot.job
+        assert job is not None
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            self._finish(slot, "stop", outbox)
+            return
+        job.completion_tokens += 1
+        job.token_ids.append(token)
+        self.generated += 1
+        job.text += job.decoder.decode(self._pieces.piece(token))
+        stops = job.inp.stop
+        if stops:
+            start = max(0, job.emitted - max(len(s) for s in stops))
+            cut = find_stop(job.text, stops, start)
+            if cut != -1:
+                job.text = job.text[:cut]
+                self._finish(slot, "stop", outbox, flush=False)
+                return
+        if job.completion_tokens >= job.max_tokens:
+            self._finish(slot, "length", outbox)
+            return
+        self._emit(job, len(job.text) - stop_hold(job.text, stops), outbox)
+        slot.next_token = token
+
+    def _emit(self, job: Job, upto: int, outbox: Outbox) -> None:
+        if upto > job.emitted:
+            outbox.append((job.handle, TextChunk(job.text[job.emitted : upto])))
+            job.emitted = upto
+
+    def _finish(
+        self, slot: Slot, reason: FinishReason, outbox: Outbox, *, flush: bool = True
+    ) -> None:
+        job = slot.job
+        assert job is not None
+        if flush:  # text held back for a stop string that never came, or a partial UTF-8 tail
+            job.text += job.decoder.decode(b"", final=True)
+        self._emit(job, len(job.text), outbox)
+        outbox.append(
+            (
+                job.handle,
+                Finished(
+                    finish_reason=reason,
+                    prompt_tokens=len(job.inp.prompt_tokens),
+                    completion_tokens=job.completion_tokens,
+                    cached_tokens=job.cached_tokens,
+                    token_ids=tuple(job.token_ids),
+                ),
+            )
+        )
+        job.handle.done = True
+        self._release(slot)
