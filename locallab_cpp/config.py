@@ -25,6 +25,14 @@ DEFAULT_SLOT_CONTEXT = 8192 + 2048
 """Tokens of context per slot when --n-ctx is 0: LocalLab's default max_length (8192) plus
 room for a 2048-token prompt, capped at what the model was trained for."""
 
+
+def slot_context(n_ctx: int, trained: int | None) -> int:
+    """Tokens of context each slot gets: ``--n-ctx`` when set, else DEFAULT_SLOT_CONTEXT
+    capped at the model's training context (``trained``; None or 0 when unknown)."""
+    if n_ctx:
+        return n_ctx
+    return min(trained or DEFAULT_SLOT_CONTEXT, DEFAULT_SLOT_CONTEXT)
+
 RepackSetting = Literal["auto", "on", "no-amx", "off"]
 REPACK_CHOICES: tuple[str, ...] = get_args(RepackSetting)
 

@@ -12,6 +12,7 @@ from typing import TextIO
 from locallab_cpp.config import Settings
 from locallab_cpp.errors import LocalLabError, ModelNotFound, ModelUnavailable
 from locallab_cpp.models import hub, sizing
+from locallab_cpp.models.catalog import catalog
 from locallab_cpp.models.progress import LoadProgress, Phase
 from locallab_cpp.models.registry import ModelSpec, Registry
 from locallab_cpp.sysinfo import available_memory
@@ -48,14 +49,11 @@ def run_models_command(command: str, model_id: str | None, settings: Settings) -
 
 def _list(registry: Registry, settings: Settings, out: TextIO = sys.stdout) -> int:
     print(f"{'ID':40} {'PARAMS':7} {'QUANT':8} {'SIZE':>9} {'NEEDS':>9}  ON DISK", file=out)
-    for spec in registry:
-        path = registry.local_path(spec)
-        size = path.stat().st_size if path is not None else spec.size_bytes
-        on_disk = "yes" if path is not None else "no"
-        need = sizing.estimated_need(spec, settings, size)
+    for entry in catalog(registry, settings):
+        spec = entry.spec
         print(
-            f"{spec.id:40} {spec.parameters:7} {spec.quantization:8} {_mb(size):>9} "
-            f"{_mb(need):>9}  {on_disk}",
+            f"{spec.id:40} {spec.parameters:7} {spec.quantization:8} {_mb(entry.size_bytes):>9} "
+            f"{_mb(entry.estimated_memory_bytes):>9}  {'yes' if entry.on_disk else 'no'}",
             file=out,
         )
     return 0

@@ -8,7 +8,8 @@ architecture get this exact figure; for the others it is guessed from the file s
 
 from __future__ import annotations
 
-from locallab_cpp.config import DEFAULT_SLOT_CONTEXT, Settings
+from locallab_cpp import config
+from locallab_cpp.config import Settings
 from locallab_cpp.models.registry import ModelSpec
 
 F16_BYTES = 2
@@ -26,10 +27,7 @@ RUNTIME_BYTES = 256 * 1024 * 1024
 
 def slot_context(spec: ModelSpec, settings: Settings) -> int:
     """Tokens of context per slot, as the engine will configure it."""
-    if settings.n_ctx:
-        return settings.n_ctx
-    trained = spec.context_length or DEFAULT_SLOT_CONTEXT
-    return min(trained, DEFAULT_SLOT_CONTEXT)
+    return config.slot_context(settings.n_ctx, spec.context_length)
 
 
 def kv_bytes_per_token(spec: ModelSpec) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import msgspec
 from litestar import Controller, get, post
@@ -25,6 +24,7 @@ from locallab_cpp.config import Settings
 from locallab_cpp.errors import NotFound
 from locallab_cpp.http.sse import DONE, EventStream, event_stream
 from locallab_cpp.models import sizing
+from locallab_cpp.models.catalog import catalog
 from locallab_cpp.models.manager import ModelManager
 from locallab_cpp.models.progress import ProgressSnapshot
 from locallab_cpp.models.registry import ModelSpec
@@ -158,31 +158,28 @@ class ModelsController(Controller):
         """Each registry entry: on disk or not, its size, whether it is loaded, whether the
         machine's available memory holds it, and the progress of one being loaded."""
         current = models.current_id
-        registry = models.registry
-        settings = models.settings
         loading = _active(models)
         free = available_memory()
-        # local_path touches the disk (hub cache look-ups): keep it off the event loop.
-        paths = await asyncio.to_thread(lambda: [registry.local_path(s) for s in registry])
+        # The catalog touches the disk (hub cache look-ups): keep it off the event loop.
+        listed = await asyncio.to_thread(catalog, models.registry, models.settings)
         entries = []
-        for spec, path in zip(registry, paths, strict=True):
+        for entry in listed:
+            spec = entry.spec
             is_loaded = spec.id == current
-            on_disk = _size(path)
-            need = estimated_need(spec, settings, on_disk)
             entries.append(
                 AvailableModel(
                     id=spec.id,
                     name=spec.display_name,
                     description=spec.description,
-                    size_bytes=on_disk or spec.size_bytes,
-                    is_downloaded=path is not None or spec.source == "package",
+                    size_bytes=entry.size_bytes,
+                    is_downloaded=entry.is_downloaded,
                     is_loaded=is_loaded,
-                    can_load=is_loaded or need <= free,
+                    can_load=is_loaded or entry.estimated_memory_bytes <= free,
                     parameters=spec.parameters,
                     quantization=spec.quantization,
                     source=spec.source,
-                    size_on_disk_bytes=on_disk,
-                    estimated_memory_bytes=need,
+                    size_on_disk_bytes=entry.size_on_disk_bytes,
+                    estimated_memory_bytes=entry.estimated_memory_bytes,
                     context_length=spec.context_length,
                     repo=spec.repo,
                     file=spec.file,
@@ -199,10 +196,3 @@ class ModelsController(Controller):
         unloaded = await models.unload()
         message = f"Model '{unloaded}' unloaded." if unloaded else "No model was loaded."
         return StatusResponse(status="success", message=message, model_id=unloaded)
-
-
-def _size(path: Path | None) -> int:
-    try:
-        return path.stat().st_size if path is not None else 0
-    except OSError:
-        return 0

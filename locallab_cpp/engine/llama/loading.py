@@ -13,7 +13,7 @@ from typing import Any
 import llama_cpp
 from llama_cpp import _internals
 
-from locallab_cpp.config import DEFAULT_SLOT_CONTEXT, Settings
+from locallab_cpp.config import Settings, slot_context
 from locallab_cpp.engine.llama import drafting
 from locallab_cpp.engine.llama.repack import AppliedRepack, apply_repack, resolve_repack
 from locallab_cpp.errors import ModelUnavailable
@@ -151,7 +151,7 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
             "damaged or of an architecture this llama.cpp does not support."
         ) from None
     n_ctx_train = model.n_ctx_train()
-    n_ctx_slot = settings.n_ctx or min(n_ctx_train or DEFAULT_SLOT_CONTEXT, DEFAULT_SLOT_CONTEXT)
+    n_ctx_slot = slot_context(settings.n_ctx, n_ctx_train)
 
     cparams = llama_cpp.llama_context_default_params()
     cparams.n_ctx = n_ctx_slot * parallel
