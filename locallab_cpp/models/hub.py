@@ -14,14 +14,32 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn, Protocol
 
 from locallab_cpp.errors import ModelUnavailable
 from locallab_cpp.models import checksum
 from locallab_cpp.models.progress import LoadCancelled, LoadProgress, progress_tqdm
 
-if TYPE_CHECKING:
-    from locallab_cpp.models.registry import ModelSpec
+
+class HubEntry(Protocol):
+    """What the hub needs of a registry entry (the registry's HubEntry is one); declared
+    here so that the hub does not import the registry, which imports the hub."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def repo(self) -> str | None: ...
+
+    @property
+    def file(self) -> str | None: ...
+
+    @property
+    def revision(self) -> str | None: ...
+
+    @property
+    def size_bytes(self) -> int: ...
+
 
 logger = logging.getLogger("locallab_cpp.models.hub")
 
@@ -48,12 +66,12 @@ def offline() -> bool:
     return constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE
 
 
-def how_to_get(spec: ModelSpec) -> str:
+def how_to_get(spec: HubEntry) -> str:
     """One sentence on fetching a model by hand."""
     return f"Run: python -m locallab_cpp models pull {spec.id}"
 
 
-def cached_path(spec: ModelSpec, cache: Path | None = None) -> Path | None:
+def cached_path(spec: HubEntry, cache: Path | None = None) -> Path | None:
     """The model's complete GGUF in the cache, or None. Never touches the network.
 
     Raises UnsafeCachePath if the cache entry resolves outside the cache.
@@ -69,7 +87,7 @@ def cached_path(spec: ModelSpec, cache: Path | None = None) -> Path | None:
 
 
 def download(
-    spec: ModelSpec,
+    spec: HubEntry,
     *,
     cache: Path | None = None,
     progress: LoadProgress | None = None,
@@ -111,7 +129,7 @@ def download(
     return _inside(Path(str(raw)), root, spec)
 
 
-def remove(spec: ModelSpec, cache: Path | None = None) -> int:
+def remove(spec: HubEntry, cache: Path | None = None) -> int:
     """Delete the model's GGUF from every cached revision; returns the bytes freed.
 
     Blobs still used by another cached file stay. Nothing outside the repository's cache
@@ -156,13 +174,13 @@ def remove(spec: ModelSpec, cache: Path | None = None) -> int:
     return freed
 
 
-def _repo_file(spec: ModelSpec) -> tuple[str, str]:
+def _repo_file(spec: HubEntry) -> tuple[str, str]:
     if not (spec.repo and spec.file):
         raise ModelUnavailable(f"Model '{spec.id}' is not a Hugging Face hub entry.")
     return spec.repo, spec.file
 
 
-def _inside(path: Path, root: Path, spec: ModelSpec) -> Path:
+def _inside(path: Path, root: Path, spec: HubEntry) -> Path:
     # The snapshot entry is a symlink into blobs/; whatever it points to must be a regular
     # file under the cache, or a planted link could make llama.cpp open any file.
     try:
@@ -178,7 +196,7 @@ def _inside(path: Path, root: Path, spec: ModelSpec) -> Path:
     return resolved
 
 
-def _missing(spec: ModelSpec) -> NoReturn:
+def _missing(spec: HubEntry) -> NoReturn:
     raise ModelUnavailable(
         f"The cached file of model '{spec.id}' is a broken link. {how_to_get(spec)}"
     )
@@ -206,7 +224,7 @@ def _prune_empty(folder: Path, stop: Path) -> None:
         folder = folder.parent
 
 
-def _download_error(spec: ModelSpec, exc: Exception) -> ModelUnavailable:
+def _download_error(spec: HubEntry, exc: Exception) -> ModelUnavailable:
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
