@@ -6,22 +6,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.types import ASGIApp, Receive, Scope, Send
 
 from locallab_cpp import __version__, sysinfo
-from locallab_cpp.api.locallab.generation import GenerationController
-from locallab_cpp.api.locallab.models import ModelsController
-from locallab_cpp.api.system import SystemController
+from locallab_cpp.api import Api, error_formats
+from locallab_cpp.api.locallab.routes import LOCALLAB_API
 from locallab_cpp.config import Settings
-from locallab_cpp.errors import EXCEPTION_HANDLERS, LocalLabError
-from locallab_cpp.http.ratelimit import RateLimiter, RateLimitMiddleware
+from locallab_cpp.errors import LocalLabError
+from locallab_cpp.http import middleware
+from locallab_cpp.http.errors import exception_handlers
 from locallab_cpp.http.validation import validate_body_strictly
 from locallab_cpp.models.manager import EngineFactory, ModelManager
 from locallab_cpp.models.registry import Registry
@@ -35,17 +34,8 @@ def provide_models(state: State) -> ModelManager:
     return manager
 
 
-class RequestCounter:
-    """Counts HTTP requests for /system/info's request_count."""
-
-    def __init__(self, app: ASGIApp, state: State) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            self.state.request_count += 1
-        await self.app(scope, receive, send)
+BUILTIN_APIS: tuple[Api, ...] = (LOCALLAB_API,)
+"""The APIs every server speaks. A new API adds its :class:`~locallab_cpp.api.Api` here."""
 
 
 def _default_factory() -> EngineFactory:
@@ -59,8 +49,9 @@ def create_app(
     *,
     registry: Registry | None = None,
     engine_factory: EngineFactory | None = None,
+    apis: Sequence[Api] = BUILTIN_APIS,
 ) -> Litestar:
-    """Build the LocalLab API app.
+    """Build the app serving ``apis`` (the LocalLab API by default).
 
     ``registry`` defaults to the package's models.toml with the settings' user file laid
     over it; ``engine_factory`` to the llama.cpp engine. Unit tests pass a fake factory to
@@ -68,6 +59,7 @@ def create_app(
     """
     registry = registry or Registry.load(settings.models_file)
     factory = engine_factory or _default_factory()
+    formats = error_formats(apis)
     state = State({"settings": settings, "request_count": 0, "started_at": time.monotonic()})
 
     @asynccontextmanager
@@ -94,9 +86,9 @@ def create_app(
             await manager.close()
 
     app = Litestar(
-        route_handlers=[GenerationController, ModelsController, SystemController],
+        route_handlers=[handler for api in apis for handler in api.route_handlers()],
         dependencies={"models": Provide(provide_models, sync_to_thread=False)},
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=exception_handlers(formats),
         lifespan=[lifespan],
         before_request=validate_body_strictly,
         state=state,
@@ -109,12 +101,8 @@ def create_app(
         ),
         debug=False,
     )
-    # Wrap the whole ASGI handler, not only the routes (Litestar's `middleware=` wraps matched
-    # routes only): unknown paths and wrong methods count and are rate-limited too.
-    handler: ASGIApp = RequestCounter(app.asgi_handler, state)
-    if settings.rate_limit_enabled:
-        handler = RateLimitMiddleware(
-            handler, RateLimiter(settings.rate_limit, settings.rate_burst)
-        )
-    app.asgi_handler = handler
+    # Counter, host check, CORS, API key, rate limit: see http/middleware.py for the order.
+    app.asgi_handler = middleware.build(
+        app.asgi_handler, middleware.layers(settings, state, formats)
+    )
     return app

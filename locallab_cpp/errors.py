@@ -1,28 +1,71 @@
-"""The one error hierarchy of locallab_cpp and its one mapping to HTTP responses.
+"""The one error hierarchy of locallab_cpp: what went wrong, never how an API says it.
 
-Every error body is ``{"detail": "..."}``. Details are written for the user: they say what
-went wrong and what to do, and never carry a file-system path, a traceback or a user name.
+Every error carries a :class:`ErrorKind`, a detail written for the user and, when waiting
+helps, ``retry_after`` seconds. The HTTP status and body are each API's choice: its error
+renderer (``locallab_cpp.api.<api>.errors``) maps the kind to both. This module is plain
+Python because the engine raises these errors and must not depend on the web framework.
+
+Details say what went wrong and what to do, and never carry a file-system path, a traceback
+or a user name (:func:`scrub` is applied once more when a response is rendered).
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from typing import Any
+from enum import StrEnum
+from typing import ClassVar
 
-from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from litestar.types import ExceptionHandlersMap
 
-logger = logging.getLogger("locallab_cpp")
+class ErrorKind(StrEnum):
+    """What kind of failure an error is; each API maps it to its own status and type."""
+
+    INVALID_REQUEST = "invalid_request"
+    """The request is malformed or a field is out of range."""
+    UNAUTHORIZED = "unauthorized"
+    """A missing or wrong API key."""
+    FORBIDDEN = "forbidden"
+    """The request is refused whoever sends it (a foreign Host or Origin)."""
+    NOT_FOUND = "not_found"
+    """An unknown route or resource."""
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    """A known route asked with a method it does not serve."""
+    MODEL_NOT_FOUND = "model_not_found"
+    """A model id the registry does not know."""
+    NO_MODEL = "no_model"
+    """A generation needs a model and none is loaded."""
+    CONFLICT = "conflict"
+    """Another model load is under way."""
+    TOO_LARGE = "too_large"
+    """The request body is over the size limit."""
+    CONTEXT_LENGTH = "context_length"
+    """The prompt does not fit the model's context."""
+    RATE_LIMITED = "rate_limited"
+    """The client went over its request budget."""
+    BUSY = "busy"
+    """Every generation slot and queue place is taken."""
+    UNAVAILABLE = "unavailable"
+    """A model cannot be loaded (missing file, failed download, bad GGUF)."""
+    ABORTED = "aborted"
+    """A generation was ended by an unload or a model switch."""
+    DISCONNECTED = "disconnected"
+    """The client hung up before its answer was ready."""
+    ENGINE_FAILURE = "engine_failure"
+    """llama.cpp itself failed."""
+    CONFIG = "config"
+    """The settings or the registry are invalid."""
+    INTERNAL = "internal"
+    """A bug: anything not foreseen."""
+
+
+SERVER_FAULTS = frozenset({ErrorKind.ENGINE_FAILURE, ErrorKind.CONFIG, ErrorKind.INTERNAL})
+"""Kinds that mean the server, not the client or the load, is at fault: they are logged."""
 
 
 class LocalLabError(Exception):
     """Base of every error the server reports to a client."""
 
-    status_code: int = HTTP_500_INTERNAL_SERVER_ERROR
-    default_detail: str = "Internal server error"
+    kind: ClassVar[ErrorKind] = ErrorKind.INTERNAL
+    default_detail: ClassVar[str] = "Internal server error"
 
     def __init__(self, detail: str | None = None, *, retry_after: int | None = None) -> None:
         self.detail = detail or self.default_detail
@@ -33,26 +76,28 @@ class LocalLabError(Exception):
 class ConfigError(LocalLabError):
     """The settings or the registry are invalid; raised at start, before serving."""
 
-    status_code = 500
+    kind = ErrorKind.CONFIG
     default_detail = "Invalid configuration"
 
 
 class InvalidRequest(LocalLabError):
-    """The request is malformed or a field is out of range (400)."""
+    """The request is malformed or a field is out of range."""
 
-    status_code = 400
+    kind = ErrorKind.INVALID_REQUEST
     default_detail = "Invalid request"
 
 
 class NotFound(LocalLabError):
-    """Unknown route or model (404)."""
+    """Unknown route or resource."""
 
-    status_code = 404
+    kind = ErrorKind.NOT_FOUND
     default_detail = "Not found"
 
 
 class ModelNotFound(NotFound):
     """A model id the registry does not know."""
+
+    kind = ErrorKind.MODEL_NOT_FOUND
 
     def __init__(self, model_id: str) -> None:
         super().__init__(
@@ -62,9 +107,9 @@ class ModelNotFound(NotFound):
 
 
 class NoModelLoaded(LocalLabError):
-    """A generation needs a model and none is loaded (503)."""
+    """A generation needs a model and none is loaded."""
 
-    status_code = 503
+    kind = ErrorKind.NO_MODEL
     default_detail = (
         "No model is loaded. Load one with POST /models/load "
         '{"model_id": "<id from GET /models/available>"}, or name one in "model_id".'
@@ -72,57 +117,64 @@ class NoModelLoaded(LocalLabError):
 
 
 class LoadConflict(LocalLabError):
-    """Another model load is under way (409)."""
+    """Another model load is under way."""
 
-    status_code = 409
+    kind = ErrorKind.CONFLICT
     default_detail = "Another model load is in progress; retry when it has finished."
 
 
 class PayloadTooLarge(LocalLabError):
-    """The prompt does not fit the context, or the body is over the size limit (413)."""
+    """The body is over the size limit, or (raised by an engine) a prompt is too long."""
 
-    status_code = 413
+    kind = ErrorKind.TOO_LARGE
     default_detail = "Request body is too large."
 
 
-class RateLimited(LocalLabError):
-    """The client went over its request budget (429)."""
+class ContextLengthExceeded(PayloadTooLarge):
+    """The prompt does not fit the model's context (a PayloadTooLarge of its own kind)."""
 
-    status_code = 429
+    kind = ErrorKind.CONTEXT_LENGTH
+    default_detail = "The prompt does not fit the model's context."
+
+
+class RateLimited(LocalLabError):
+    """The client went over its request budget."""
+
+    kind = ErrorKind.RATE_LIMITED
     default_detail = "Rate limit exceeded; slow down and retry after the given seconds."
 
 
 class ServerBusy(LocalLabError):
-    """Every slot and queue place is taken (503)."""
+    """Every slot and queue place is taken."""
 
-    status_code = 503
+    kind = ErrorKind.BUSY
     default_detail = "The server is busy: every generation slot and queue place is taken."
 
 
 class ModelUnavailable(LocalLabError):
-    """A model cannot be loaded: missing file, failed download, bad GGUF (503)."""
+    """A model cannot be loaded: missing file, failed download, bad GGUF."""
 
-    status_code = 503
+    kind = ErrorKind.UNAVAILABLE
 
 
 class GenerationAborted(LocalLabError):
-    """A generation was ended by an unload or a model switch (503)."""
+    """A generation was ended by an unload or a model switch."""
 
-    status_code = 503
+    kind = ErrorKind.ABORTED
     default_detail = "The generation was stopped because the model was unloaded or switched."
 
 
 class ClientDisconnected(LocalLabError):
     """The client hung up before its answer was ready; nobody reads this response."""
 
-    status_code = 499
+    kind = ErrorKind.DISCONNECTED
     default_detail = "Client closed the request."
 
 
 class EngineFailure(LocalLabError):
-    """llama.cpp itself failed; the only error that is a 500."""
+    """llama.cpp itself failed; with CONFIG and INTERNAL the only server-side faults."""
 
-    status_code = 500
+    kind = ErrorKind.ENGINE_FAILURE
     default_detail = "The inference engine failed; see the server log."
 
 
@@ -144,23 +196,6 @@ def scrub(detail: str) -> str:
     return _PATH_LIKE.sub("<path>", detail)
 
 
-def error_body(detail: str) -> dict[str, str]:
-    """The JSON body of every error response."""
-    return {"detail": detail}
-
-
-def _response(
-    status: int,
-    detail: str,
-    retry_after: int | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response[Any]:
-    headers = dict(headers or {})
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
-    return Response(content=error_body(scrub(detail)), status_code=status, headers=headers)
-
-
 def describe_msgspec_error(message: str, key: str | None = None) -> str:
     """One validation problem as a user reads it: ``'temperature': Expected ...``.
 
@@ -174,59 +209,3 @@ def describe_msgspec_error(message: str, key: str | None = None) -> str:
     if key in (None, "", "data") or (key or "").startswith("["):
         return f"request body: {message}"
     return f"'{key}': {message}"
-
-
-def _validation_detail(exc: ValidationException) -> str:
-    extra = exc.extra if isinstance(exc.extra, list) else []
-    parts = [
-        describe_msgspec_error(str(item.get("message", "")), item.get("key"))
-        for item in extra
-        if isinstance(item, dict)
-    ]
-    if parts:
-        return "Invalid request: " + "; ".join(parts)
-    detail = str(exc.detail or "")
-    if "JSON" in detail or "decode" in detail.lower():
-        return "Malformed JSON in request body: " + detail
-    return "Invalid request: " + detail if detail else "Invalid request"
-
-
-def locallab_error_handler(_: Request[Any, Any, Any], exc: LocalLabError) -> Response[Any]:
-    """Map our own errors to their status and detail."""
-    if exc.status_code >= 500 and not isinstance(
-        exc, NoModelLoaded | ServerBusy | ModelUnavailable | GenerationAborted
-    ):
-        logger.error("engine failure: %s", exc.detail)
-    return _response(exc.status_code, exc.detail, exc.retry_after)
-
-
-def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    """Map Litestar's own HTTP errors (validation, 404, 405, 413...) to ``{"detail"}``."""
-    if isinstance(exc, ValidationException):
-        return _response(400, _validation_detail(exc))
-    status = exc.status_code
-    detail = str(exc.detail) if exc.detail else "Error"
-    if status == 400:
-        # msgspec's decode errors end in " - at `$[...]`", which means nothing to a user.
-        detail = re.sub(r" - at `\$[^`]*`$", "", detail)
-        if not detail.startswith(("Invalid request", "JSON is malformed")):
-            detail = "Invalid request: " + detail
-    elif status == 404:
-        detail = "Not found. See /schema for the routes this server serves."
-    elif status == 413:
-        detail = "Request body is too large."
-    # Keep Litestar's headers (Allow on a 405, Retry-After) with our body.
-    return _response(status, detail, headers=dict(exc.headers or {}))
-
-
-def unexpected_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """Last resort: log the traceback here, tell the client nothing about internals."""
-    logger.exception("unhandled error", exc_info=exc)
-    return _response(500, "Internal server error; see the server log.")
-
-
-EXCEPTION_HANDLERS: ExceptionHandlersMap = {
-    LocalLabError: locallab_error_handler,
-    HTTPException: http_error_handler,
-    Exception: unexpected_error_handler,
-}

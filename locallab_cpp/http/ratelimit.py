@@ -1,16 +1,19 @@
-"""Per-client rate limiting: a token bucket per client address, as ASGI middleware."""
+"""Per-client rate limiting: a token bucket per client address, as ASGI middleware.
+
+It is the innermost layer of :mod:`locallab_cpp.http.middleware`'s stack, inside CORS, so
+a 429 leaves with CORS headers; it renders the 429 in the error format of the path's API.
+"""
 
 from __future__ import annotations
 
 import math
 import time
 from collections import OrderedDict
-from typing import Any
 
-import msgspec
-from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
-from locallab_cpp.errors import RateLimited, error_body
+from locallab_cpp.errors import RateLimited
+from locallab_cpp.http.errors import ErrorFormats, Problem, send_problem
 
 # Cheap read-only polls: a client following a download must not spend its budget on them.
 EXEMPT_PATHS = frozenset({"/health", "/models/load/progress"})
@@ -59,15 +62,29 @@ class RateLimiter:
         return bucket.take(now)
 
 
-class RateLimitMiddleware:
-    """Answers 429 with Retry-After once a client's bucket is empty. /health is exempt."""
+def is_preflight(scope: Scope) -> bool:
+    """A CORS preflight: OPTIONS with Access-Control-Request-Method. A browser sends one
+    before a cross-origin request; throttling it would fail the request it announces."""
+    if scope.get("method") != "OPTIONS":
+        return False
+    return any(name == b"access-control-request-method" for name, _ in scope["headers"])
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+
+class RateLimitMiddleware:
+    """Answers 429 with Retry-After once a client's bucket is empty.
+
+    /health, the load-progress poll and CORS preflights are exempt.
+    """
+
+    name = "rate_limit"
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter, formats: ErrorFormats) -> None:
         self.app = app
         self.limiter = limiter
+        self.formats = formats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
+        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS or is_preflight(scope):
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
@@ -75,17 +92,5 @@ class RateLimitMiddleware:
         if wait <= 0:
             await self.app(scope, receive, send)
             return
-        retry_after = max(1, math.ceil(wait))
-        body = msgspec.json.encode(error_body(RateLimited.default_detail))
-        headers: list[Any] = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(retry_after).encode()),
-        ]
-        start: HTTPResponseStartEvent = {
-            "type": "http.response.start",
-            "status": 429,
-            "headers": headers,
-        }
-        await send(start)
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        problem = Problem.from_error(RateLimited(retry_after=max(1, math.ceil(wait))))
+        await send_problem(send, self.formats.for_path(scope["path"]), problem)

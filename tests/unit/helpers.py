@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,7 +12,8 @@ import httpx
 from fakes import FakeFactory
 from litestar.testing import TestClient
 
-from locallab_cpp.app import create_app
+from locallab_cpp.api import Api
+from locallab_cpp.app import BUILTIN_APIS, create_app
 from locallab_cpp.config import Settings
 from locallab_cpp.models.registry import Registry
 
@@ -70,14 +71,20 @@ def make_settings(models_file: Path, **overrides: Any) -> Settings:
 
 @contextmanager
 def make_client(
-    models_file: Path, factory: FakeFactory | None = None, **overrides: Any
+    models_file: Path,
+    factory: FakeFactory | None = None,
+    *,
+    apis: Sequence[Api] = BUILTIN_APIS,
+    **overrides: Any,
 ) -> Iterator[TestClient[Any]]:
     """A TestClient over create_app with the fake engine and only our registry file (not
-    laid over the package's models.toml); the lifespan runs inside."""
+    laid over the package's models.toml); the lifespan runs inside. ``apis`` replaces the
+    built-in APIs (to add a made-up one)."""
     app = create_app(
         make_settings(models_file, **overrides),
         registry=Registry.from_file(models_file),
         engine_factory=factory or FakeFactory(),
+        apis=apis,
     )
     with TestClient(app) as client:
         yield client

@@ -1,4 +1,4 @@
-"""The error hierarchy, path scrubbing, and the {"detail"} body of every error response."""
+"""The error hierarchy, path scrubbing, and the {"detail"} body of every LocalLab error."""
 
 from __future__ import annotations
 
@@ -8,10 +8,18 @@ import pytest
 from fakes import FakeFactory
 from helpers import assert_error, make_client
 
-from locallab_cpp import errors
+from locallab_cpp.api.locallab.errors import (
+    LOCALLAB_ERRORS,
+    STATUS_OF_KIND,
+    error_body,
+    status_of,
+)
 from locallab_cpp.errors import (
+    ClientDisconnected,
     ConfigError,
+    ContextLengthExceeded,
     EngineFailure,
+    ErrorKind,
     GenerationAborted,
     InvalidRequest,
     LoadConflict,
@@ -23,9 +31,9 @@ from locallab_cpp.errors import (
     PayloadTooLarge,
     RateLimited,
     ServerBusy,
-    error_body,
     scrub,
 )
+from locallab_cpp.http.errors import ErrorFormats, exception_handlers
 
 
 @pytest.mark.parametrize(
@@ -91,15 +99,17 @@ def test_error_body_is_detail_only() -> None:
         (NoModelLoaded(), 503),
         (LoadConflict(), 409),
         (PayloadTooLarge(), 413),
+        (ContextLengthExceeded(), 413),
         (RateLimited(), 429),
         (ServerBusy(), 503),
         (ModelUnavailable("gone"), 503),
         (GenerationAborted(), 503),
         (EngineFailure(), 500),
+        (ClientDisconnected(), 499),
     ],
 )
 def test_status_codes(error: LocalLabError, status: int) -> None:
-    assert error.status_code == status
+    assert status_of(error) == status
     assert error.detail and str(error) == error.detail
 
 
@@ -144,4 +154,14 @@ def test_locallab_errors_keep_their_retry_after_header(models_file: Path) -> Non
 
 
 def test_handlers_cover_every_exception() -> None:
-    assert set(errors.EXCEPTION_HANDLERS) >= {LocalLabError, Exception}
+    assert set(exception_handlers(ErrorFormats(LOCALLAB_ERRORS))) >= {LocalLabError, Exception}
+
+
+def test_every_kind_has_a_locallab_status() -> None:
+    assert set(STATUS_OF_KIND) == set(ErrorKind)
+
+
+def test_domain_errors_know_no_http() -> None:
+    assert not hasattr(LocalLabError(), "status_code")
+    assert NotFound().kind is ErrorKind.NOT_FOUND
+    assert ModelNotFound("m").kind is ErrorKind.MODEL_NOT_FOUND

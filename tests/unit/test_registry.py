@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import ALPHA_BYTES
 
+from locallab_cpp.api.locallab.errors import status_of
 from locallab_cpp.errors import ConfigError, ModelNotFound, ModelUnavailable, NotFound
 from locallab_cpp.models.registry import ModelSpec, Registry
 
@@ -92,7 +93,7 @@ def test_unknown_id_is_model_not_found_404(models_file: Path) -> None:
     with pytest.raises(ModelNotFound) as info:
         registry.get("no-such-model")
     assert isinstance(info.value, NotFound)
-    assert info.value.status_code == 404
+    assert status_of(info.value) == 404
     assert "no-such-model" in info.value.detail
     assert "/models/available" in info.value.detail
 
@@ -138,7 +139,7 @@ def test_ensure_local_for_file_entries(models_file: Path) -> None:
     assert registry.ensure_local(registry.get("alpha")) == models_file.parent / "alpha.gguf"
     with pytest.raises(ModelUnavailable) as info:
         registry.ensure_local(registry.get("gone"))
-    assert info.value.status_code == 503
+    assert status_of(info.value) == 503
     assert "'gone'" in info.value.detail
     assert str(models_file.parent) not in info.value.detail
 

@@ -20,6 +20,7 @@ from fakes import FakeFactory
 from helpers import assert_error, make_settings, parse_sse
 from litestar.testing import TestClient
 
+from locallab_cpp.api.locallab.errors import status_of
 from locallab_cpp.app import create_app
 from locallab_cpp.config import DEFAULT_MODELS_FILE, Settings
 from locallab_cpp.errors import ConfigError, ModelUnavailable
@@ -233,7 +234,7 @@ def test_cache_link_leading_outside_the_cache_is_refused(tmp_path: Path) -> None
     assert registry.local_path(spec) is None
     with pytest.raises(hub.UnsafeCachePath) as info:
         registry.ensure_local(spec)
-    assert info.value.status_code == 503
+    assert status_of(info.value) == 503
     assert "outside" in info.value.detail and str(tmp_path) not in info.value.detail
     # Removing the entry drops the link and never touches what it points to.
     registry.remove(spec)

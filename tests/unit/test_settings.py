@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from locallab_cpp.api.locallab.errors import status_of
 from locallab_cpp.config import FIELD_NAMES, Settings, field_docs, load_settings
 from locallab_cpp.errors import ConfigError
 
@@ -177,7 +178,7 @@ def test_server_must_be_a_table(tmp_path: Path) -> None:
 
 
 def test_config_error_is_not_a_client_error() -> None:
-    assert ConfigError().status_code == 500
+    assert status_of(ConfigError()) == 500
 
 
 @pytest.mark.parametrize(

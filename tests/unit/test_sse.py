@@ -8,9 +8,10 @@ import json
 import pytest
 from helpers import parse_sse
 
+from locallab_cpp.api.locallab.streaming import error_event, stream_events
 from locallab_cpp.engine.types import Finished, GenerationHandle, TextChunk
 from locallab_cpp.errors import EngineFailure
-from locallab_cpp.http.sse import DONE, SSE_HEADERS, data_event, error_event, stream_events
+from locallab_cpp.http.sse import DONE, SSE_HEADERS, data_event
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,15 @@
-"""POST /generate, /chat and /generate/batch."""
+"""POST /generate, /chat and /generate/batch: LocalLab's translation of the serving core.
+
+What is LocalLab's own lives here: its sampling defaults (:func:`sampling_from`), its
+request fields and its response shapes. Tokenizing, the context check, queueing and
+collecting are :mod:`locallab_cpp.serving.generation`'s, shared by every API.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from litestar import Controller, Request, post
@@ -31,14 +35,13 @@ from locallab_cpp.api.locallab.protocol import (
     GenerationParams,
     Usage,
 )
+from locallab_cpp.api.locallab.streaming import stream_response
 from locallab_cpp.engine.base import Engine
-from locallab_cpp.engine.types import Completion, GenerationHandle, GenerationInput, SamplingParams
-from locallab_cpp.errors import ClientDisconnected
-from locallab_cpp.http.sse import EventStream, event_stream, stream_events
+from locallab_cpp.engine.types import Completion, GenerationHandle, SamplingParams
+from locallab_cpp.http.disconnect import unless_disconnected
+from locallab_cpp.http.sse import EventStream
 from locallab_cpp.models.manager import ModelManager
-
-# Tokenizing is fast C code, but a prompt this long is worth moving off the event loop.
-OFFLOOP_TOKENIZE_CHARS = 16_384
+from locallab_cpp.serving import generation as serving
 
 _STREAM_DOC = (
     'With "stream": true the reply is text/event-stream: one `data:` event per chunk of '
@@ -63,68 +66,27 @@ def _default(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-async def _tokenize(engine: Engine, text: str, *, add_bos: bool = True) -> tuple[int, ...]:
-    if len(text) > OFFLOOP_TOKENIZE_CHARS:
-        return tuple(await asyncio.to_thread(engine.tokenize, text, add_bos=add_bos))
-    return tuple(engine.tokenize(text, add_bos=add_bos))
-
-
-def _inputs(
-    params: GenerationParams, prompts: Sequence[tuple[int, ...]], extra_stop: tuple[str, ...] = ()
-) -> list[GenerationInput]:
-    sampling = sampling_from(params)
+def _submit(
+    engine: Engine,
+    params: GenerationParams,
+    prompts: Sequence[serving.Tokens],
+    extra_stop: tuple[str, ...] = (),
+) -> list[GenerationHandle]:
+    """Queue ``prompts`` with the request's settings, LocalLab's defaults filled in."""
     max_tokens = _default(params.max_length, DEFAULT_MAX_LENGTH)
     stop = params.stop_strings() + extra_stop
-    return [GenerationInput(p, sampling, max_tokens, stop) for p in prompts]
+    inputs = serving.inputs_for(prompts, sampling_from(params), max_tokens, stop)
+    return serving.submit(engine, inputs)
 
 
 def _usage(done: Sequence[Completion]) -> Usage:
-    prompt = sum(c.prompt_tokens for c in done)
-    completion = sum(c.completion_tokens for c in done)
+    totals = serving.usage_of(done)
     return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        cached_prompt_tokens=sum(c.cached_tokens for c in done),
+        prompt_tokens=totals.prompt_tokens,
+        completion_tokens=totals.completion_tokens,
+        total_tokens=totals.total_tokens,
+        cached_prompt_tokens=totals.cached_prompt_tokens,
     )
-
-
-async def _wait_for_disconnect(request: Request[Any, Any, Any]) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _unless_disconnected(
-    request: Request[Any, Any, Any], work: Awaitable[list[Completion]]
-) -> list[Completion]:
-    """Await ``work`` but give up as soon as the client hangs up.
-
-    Without this a client that gives up on a long non-streamed generation would keep a slot
-    busy until max_length. Cancelling ``work`` cancels its generations.
-    """
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
-    try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-    if task not in done:
-        raise ClientDisconnected()
-    return task.result()
-
-
-async def _collect(handles: Sequence[GenerationHandle]) -> list[Completion]:
-    try:
-        return list(await asyncio.gather(*(h.result() for h in handles)))
-    finally:
-        for handle in handles:
-            handle.cancel()  # a no-op for the finished ones
-
-
-def _sse(handle: GenerationHandle) -> EventStream:
-    return event_stream(stream_events(handle))
 
 
 class GenerationController(Controller):
@@ -147,11 +109,11 @@ class GenerationController(Controller):
     ) -> GenerateResponse | EventStream:
         """Generate a continuation of ``prompt``."""
         engine = await models.engine_for(data.model_id)
-        prompt = await _tokenize(engine, data.prompt)
-        [handle] = engine.submit(_inputs(data, [prompt]))
+        prompt = await serving.tokenize(engine, data.prompt)
+        [handle] = _submit(engine, data, [prompt])
         if data.stream:
-            return _sse(handle)
-        [done] = await _unless_disconnected(request, _collect([handle]))
+            return stream_response(handle)
+        [done] = await unless_disconnected(request, serving.collect([handle]))
         return GenerateResponse(
             response=done.text,
             text=done.text,
@@ -174,14 +136,12 @@ class GenerationController(Controller):
     ) -> ChatResponse | EventStream:
         """Answer the conversation in ``messages`` as the assistant."""
         engine = await models.engine_for(data.model_id)
-        rendered = engine.chat_prompt(
-            [{"role": m.role, "content": m.content} for m in data.messages]
-        )
-        prompt = await _tokenize(engine, rendered.text, add_bos=not rendered.has_bos_text)
-        [handle] = engine.submit(_inputs(data, [prompt], rendered.stop))
+        messages = [{"role": m.role, "content": m.content} for m in data.messages]
+        chat = await serving.chat_tokens(engine, messages)
+        [handle] = _submit(engine, data, [chat.tokens], chat.stop)
         if data.stream:
-            return _sse(handle)
-        [done] = await _unless_disconnected(request, _collect([handle]))
+            return stream_response(handle)
+        [done] = await unless_disconnected(request, serving.collect([handle]))
         return ChatResponse(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             object="chat.completion",
@@ -215,9 +175,9 @@ class GenerationController(Controller):
     ) -> BatchResponse:
         """Generate one response per prompt."""
         engine = await models.engine_for(data.model_id)
-        prompts = [await _tokenize(engine, p) for p in data.prompts]
-        handles = engine.submit(_inputs(data, prompts))
-        done = await _unless_disconnected(request, _collect(handles))
+        prompts = [await serving.tokenize(engine, p) for p in data.prompts]
+        handles = _submit(engine, data, prompts)
+        done = await unless_disconnected(request, serving.collect(handles))
         return BatchResponse(
             responses=[c.text for c in done],
             model=engine.info.model_id,
