@@ -33,6 +33,7 @@ def slot_context(n_ctx: int, trained: int | None) -> int:
         return n_ctx
     return min(trained or DEFAULT_SLOT_CONTEXT, DEFAULT_SLOT_CONTEXT)
 
+
 RepackSetting = Literal["auto", "on", "no-amx", "off"]
 REPACK_CHOICES: tuple[str, ...] = get_args(RepackSetting)
 

@@ -10,7 +10,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from locallab_cpp.engine.types import ChatPrompt, GenerationHandle, GenerationInput
+from locallab_cpp.engine.types import (
+    ChatMessage,
+    ChatPrompt,
+    GenerationHandle,
+    GenerationInput,
+    ToolSpec,
+)
 from locallab_cpp.errors import LocalLabError
 
 
@@ -63,15 +69,43 @@ class Engine(Protocol):
         """Token ids of ``text``, special tokens parsed."""
         ...
 
-    def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> ChatPrompt:
-        """Render a conversation with the model's chat template."""
+    def chat_prompt(
+        self,
+        messages: Sequence[ChatMessage | Mapping[str, Any]],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+    ) -> ChatPrompt:
+        """Render a conversation with the model's chat template, ending with the assistant's
+        turn opened.
+
+        ``messages`` are :class:`ChatMessage` dicts (plain ``{"role", "content"}`` mappings
+        are ones too); they may hold assistant turns with ``tool_calls`` (content None) and "tool"
+        turns with results; ``tools`` are the functions the model may call. Both reach the
+        template as Hugging Face templates expect them (tool-call arguments as objects).
+        What a template cannot show, and everything for a model without a template, is
+        written into the text turns instead: the tools into the system turn, calls as
+        ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` and results as
+        ``<tool_response>...</tool_response>`` in a user turn (chat_tools.py). Raises
+        InvalidRequest when the template rejects the conversation.
+        """
         ...
 
     def submit(self, inputs: Sequence[GenerationInput]) -> list[GenerationHandle]:
         """Queue sequences for generation, all or none.
 
+        An input with ``n`` > 1 stands for ``n`` copies of its prompt
+        (:meth:`GenerationInput.copies`: copy i samples with seed + i when a seed is given):
+        the handles come in input order, an input's ``n`` copies one after another, so
+        OpenAI's ``choices[i]`` is ``handles[i]`` for a single input. Copies that get slots
+        together share one computation of the prompt: each but the first reports the whole
+        prompt in ``Finished.cached_tokens``. Copies that find no free slot wait at the head
+        of the queue and compute the prompt again later (mostly from the cache the earlier
+        copies left). Each copy is a sequence of its own: cancelling one leaves the others.
+
         Must be called on the event loop. Raises PayloadTooLarge when a prompt does not
-        fit a slot's context and ServerBusy when the queue cannot take them all.
+        fit a slot's context, ServerBusy when the queue cannot take them all and
+        InvalidRequest for an ``n`` below 1, a ``grammar`` llama.cpp cannot parse,
+        ``logprobs`` outside 0..20 or a ``logit_bias`` on a token the model does not have.
         """
         ...
 

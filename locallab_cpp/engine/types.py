@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Required, TypedDict
 
-from locallab_cpp.errors import LocalLabError
+from locallab_cpp.errors import InvalidRequest, LocalLabError
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+"""Why a choice ended, as the APIs report it. The engine itself only ends sequences with
+"stop" or "length" (:data:`EngineFinishReason`); "tool_calls" is the serving layer's, set
+after it parsed a tool call out of the generated text."""
+EngineFinishReason = Literal["stop", "length"]
+"""Why the engine ended a sequence: an end-of-generation token or a stop string ("stop"),
+or the token limit ("length")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,16 +29,83 @@ class ChatPrompt:
     """The text already starts with the BOS token's text, so tokenizing must not add one."""
 
 
+# Chat messages are TypedDicts, not classes: they are handed to the GGUF's Jinja chat
+# template as they are, and templates index plain dicts (message['role'], 'x' in message).
+
+
+class ToolFunction(TypedDict, total=False):
+    """A function the model may call (OpenAI's ``tools[].function``)."""
+
+    name: Required[str]
+    description: str
+    parameters: Mapping[str, Any]  # JSON Schema of the arguments object
+
+
+class ToolSpec(TypedDict):
+    """A tool definition, OpenAI style: ``{"type": "function", "function": {...}}``."""
+
+    type: Literal["function"]
+    function: ToolFunction
+
+
+class ToolCallFunction(TypedDict):
+    """The function an assistant turn called and its arguments."""
+
+    name: str
+    # JSON text, as OpenAI sends it, or the object itself. Templates are written for an
+    # object (Hugging Face's convention), so rendering parses text that holds a JSON object.
+    arguments: str | Mapping[str, Any]
+
+
+class ToolCall(TypedDict):
+    """One call in an assistant turn's ``tool_calls`` (OpenAI's shape)."""
+
+    id: str
+    type: Literal["function"]
+    function: ToolCallFunction
+
+
+class ChatMessage(TypedDict, total=False):
+    """One turn of a conversation, OpenAI style.
+
+    ``role`` is "system", "user", "assistant" or "tool" (others reach the template as they
+    are). ``content`` may be None, or absent, on an assistant turn that only calls tools. An
+    assistant turn may carry ``tool_calls``; a "tool" turn is a tool's result and names the
+    call it answers in ``tool_call_id`` (and the function in ``name``, which some templates
+    print).
+    """
+
+    role: Required[str]
+    content: str | None
+    tool_calls: Sequence[ToolCall]
+    tool_call_id: str
+    name: str
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """How one sequence picks its next token."""
+    """How one sequence picks its next token.
 
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 80
-    repetition_penalty: float = 1.15
+    The defaults are neutral (the model's own distribution, nothing cut, nothing penalized):
+    each API fills in its own defaults (LocalLab's live in api/locallab/protocol.py).
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    """0 turns top-k off."""
+    repetition_penalty: float = 1.0
+    """llama.cpp's multiplicative penalty over the last 64 tokens, prompt included."""
     do_sample: bool = True
     seed: int | None = None
+    min_p: float = 0.0
+    """Drop tokens less likely than min_p times the likeliest one (0: off)."""
+    presence_penalty: float = 0.0
+    """OpenAI's: subtracted once from the logit of every token already generated."""
+    frequency_penalty: float = 0.0
+    """OpenAI's: subtracted from a token's logit once per time it was generated."""
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """(token id, bias) pairs added to the logits; -100 bans a token, +100 forces it."""
 
     @property
     def greedy(self) -> bool:
@@ -48,6 +121,66 @@ class GenerationInput:
     sampling: SamplingParams
     max_tokens: int
     stop: tuple[str, ...] = ()
+    logprobs: int | None = None
+    """Report each generated token with its log-probability and this many (0 to 20) most
+    likely alternatives (TextChunk.logprobs, Finished.logprobs); None: off."""
+    grammar: str | None = None
+    """GBNF text (root rule ``root``) that the output must match; see
+    :func:`locallab_cpp.engine.schema.grammar_for_json_schema`."""
+    n: int = 1
+    """Generate this many sequences (copies) from the prompt, as OpenAI's ``n``: submit
+    returns one handle per copy, and the prompt is computed once for the copies that get a
+    slot together (engine/base.py, Engine.submit). With a seed, copy i samples with seed + i."""
+
+    def copies(self) -> list[GenerationInput]:
+        """The ``n`` single sequences this input stands for, in order: ``n`` set to 1 and,
+        when a seed is given, copy i seeded with seed + i (so copies differ, reproducibly)."""
+        if self.n < 1:
+            raise InvalidRequest(f"n must be at least 1, not {self.n}.")
+        seed = self.sampling.seed
+        return [
+            replace(
+                self,
+                n=1,
+                sampling=self.sampling if seed is None else replace(self.sampling, seed=seed + i),
+            )
+            for i in range(self.n)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAlternative:
+    """A token the model could have chosen at a position, with its log-probability."""
+
+    id: int
+    text: str
+    """The token's text on its own (bytes that are part of a UTF-8 character become U+FFFD)."""
+    piece: bytes
+    """The token's bytes, exact."""
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A generated token (GenerationInput.logprobs set).
+
+    Log-probabilities are the log-softmax of the model's logits after the repetition,
+    presence and frequency penalties and the logit bias, before temperature, top-k/top-p/min-p
+    and the grammar: greedy decoding without a grammar picks the top alternative.
+    """
+
+    id: int
+    text: str
+    """The text this token added to the output. The texts of a generation's tokens join to
+    exactly its text: a token that ends inside a UTF-8 character has "" and the token that
+    completes it the whole character; the token that a stop string cut keeps only the part
+    before the stop, and tokens entirely after the cut are not reported."""
+    piece: bytes
+    """The token's own bytes, exact (need not match ``text``, see there)."""
+    logprob: float
+    top: tuple[TokenAlternative, ...] = ()
+    """The most likely tokens at this position, most likely first (GenerationInput.logprobs
+    of them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +188,25 @@ class TextChunk:
     """Newly generated text."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """The tokens whose text this chunk holds (only with GenerationInput.logprobs). With
+    logprobs on, chunks end at token boundaries, so their texts join to exactly ``text``."""
 
 
 @dataclass(frozen=True, slots=True)
 class Finished:
     """The sequence ended; the last event of a successful generation."""
 
-    finish_reason: FinishReason
+    finish_reason: EngineFinishReason
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    """Prompt tokens this sequence did not compute: found in its slot's KV cache, or copied
+    from the copy that computed the prompt (GenerationInput.n)."""
     token_ids: tuple[int, ...] = ()
     """The generated token ids (end-of-generation token excluded)."""
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """Every token the chunks reported, in order (only with GenerationInput.logprobs)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +214,13 @@ class Completion:
     """A whole generation, for the non-streaming endpoints."""
 
     text: str
-    finish_reason: FinishReason
+    finish_reason: EngineFinishReason
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
     token_ids: tuple[int, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """See :attr:`TokenLogprob.text` for how they align with ``text``."""
 
 
 Event = TextChunk | Finished | LocalLabError
@@ -139,5 +281,6 @@ class GenerationHandle:
                     completion_tokens=event.completion_tokens,
                     cached_tokens=event.cached_tokens,
                     token_ids=event.token_ids,
+                    logprobs=event.logprobs,
                 )
         raise AssertionError("event stream ended without Finished")

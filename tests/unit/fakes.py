@@ -13,15 +13,18 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from locallab_cpp.config import Settings
 from locallab_cpp.engine.base import EngineInfo, EngineStats
 from locallab_cpp.engine.types import (
+    ChatMessage,
     ChatPrompt,
     Finished,
     GenerationHandle,
     GenerationInput,
     TextChunk,
+    ToolSpec,
 )
 from locallab_cpp.errors import (
     EngineFailure,
@@ -67,7 +70,9 @@ class FakeEngine:
         self.stagger = stagger
         self.seen: list[GenerationInput] = []
         self.finished_order: list[GenerationInput] = []
-        self.chat_calls: list[list[dict[str, str]]] = []
+        self.chat_calls: list[list[dict[str, Any]]] = []
+        self.chat_tools: list[list[ToolSpec] | None] = []
+        """The ``tools`` of each chat_prompt call (None: none given)."""
         self.closed_with: LocalLabError | None = None
         self.closed = False
         self._vocab: dict[str, int] = {}
@@ -123,13 +128,24 @@ class FakeEngine:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return " ".join(self._words[t] for t in tokens if t in self._words)
 
-    def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> ChatPrompt:
+    def chat_prompt(
+        self,
+        messages: Sequence[ChatMessage | Mapping[str, Any]],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+    ) -> ChatPrompt:
         self.chat_calls.append([dict(m) for m in messages])
-        text = "".join(f"<{m['role']}> {m['content']} " for m in messages) + "<assistant>"
-        return ChatPrompt(text=text, stop=(CHAT_STOP,), has_bos_text=False)
+        self.chat_tools.append(list(tools) if tools is not None else None)
+        text = "".join(f"<tool> {t['function']['name']} " for t in tools or ())
+        for m in messages:
+            text += f"<{m['role']}> {m.get('content') or ''} "
+            text += "".join(f"<call> {c['function']['name']} " for c in m.get("tool_calls") or ())
+        return ChatPrompt(text=text + "<assistant>", stop=(CHAT_STOP,), has_bos_text=False)
 
     def submit(self, inputs: Sequence[GenerationInput]) -> list[GenerationHandle]:
         loop = asyncio.get_running_loop()
+        # An input with n > 1 is n sequences, handles in order (Engine.submit).
+        inputs = [copy for inp in inputs for copy in inp.copies()]
         for inp in inputs:
             if len(inp.prompt_tokens) >= self.n_ctx:
                 raise PayloadTooLarge(

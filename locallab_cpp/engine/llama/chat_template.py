@@ -1,4 +1,8 @@
-"""Chat prompts: the GGUF's own chat template, else a llama-cpp-python chat format by name."""
+"""Chat prompts: the GGUF's own chat template, else a llama-cpp-python chat format by name.
+
+Tools, tool calls and tool results reach a template as far as it shows them; the rest is
+written into text turns (chat_tools.py).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,9 @@ from typing import Any
 
 from llama_cpp import llama_chat_format
 
-from locallab_cpp.engine.types import ChatPrompt
-from locallab_cpp.errors import ConfigError
+from locallab_cpp.engine.llama import chat_tools
+from locallab_cpp.engine.types import ChatMessage, ChatPrompt, ToolSpec
+from locallab_cpp.errors import ConfigError, InvalidRequest
 
 logger = logging.getLogger("locallab_cpp.engine")
 
@@ -31,7 +36,7 @@ def _named_formatter(name: str) -> Callable[..., Any]:
     )
 
 
-def _fold_system(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+def _fold_system(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
     rest = [dict(m) for m in messages if m["role"] != "system"]
     if not system:
@@ -56,12 +61,17 @@ class ChatTemplate:
     ) -> None:
         self._bos_text = bos_text
         self._fold = False
+        self.caps = chat_tools.PLAIN
+        """What the template shows of tools (a named format: nothing)."""
         if gguf_template:
             formatter = llama_chat_format.Jinja2ChatFormatter(
                 template=gguf_template, eos_token=eos_text, bos_token=bos_text
             )
             self.name = "gguf"
             self._format: Callable[..., Any] = formatter
+            self.caps = chat_tools.probe(
+                lambda messages, tools: str(self._format(messages=messages, tools=tools).prompt)
+            )
         else:
             name = chat_format or FALLBACK_FORMAT
             if chat_format is None:
@@ -70,10 +80,22 @@ class ChatTemplate:
             self._fold = name in _FOLD_SYSTEM_FORMATS
             self.name = name
 
-    def render(self, messages: Sequence[Mapping[str, str]]) -> ChatPrompt:
-        """Render ``messages`` (role and content) ending with the assistant's turn opened."""
-        prepared = _fold_system(messages) if self._fold else [dict(m) for m in messages]
-        result = self._format(messages=prepared)
+    def render(
+        self,
+        messages: Sequence[ChatMessage | Mapping[str, Any]],
+        tools: Sequence[ToolSpec] | None = None,
+    ) -> ChatPrompt:
+        """Render ``messages``, and the ``tools`` the model may call, ending with the
+        assistant's turn opened; InvalidRequest if the template rejects them."""
+        prepared, template_tools = chat_tools.prepare(messages, tools, self.caps)
+        if self._fold:
+            prepared = _fold_system(prepared)
+        try:
+            result = self._format(messages=prepared, tools=template_tools)
+        except Exception as exc:  # the template's raise_exception, or a Jinja error
+            raise InvalidRequest(
+                f"The model's chat template cannot render this conversation: {exc}"[:500]
+            ) from None
         stop = result.stop
         stops: tuple[str, ...]
         if stop is None:

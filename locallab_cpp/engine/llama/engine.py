@@ -11,17 +11,25 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 
 from locallab_cpp.config import Settings
 from locallab_cpp.engine.base import EngineInfo, EngineStats
+from locallab_cpp.engine.llama import extras
 from locallab_cpp.engine.llama.chat_template import ChatTemplate
 from locallab_cpp.engine.llama.loading import open_model
 from locallab_cpp.engine.llama.scheduler import DecodeLoop
 from locallab_cpp.engine.llama.slots import Job
 from locallab_cpp.engine.llama.text import Pieces
-from locallab_cpp.engine.types import ChatPrompt, GenerationHandle, GenerationInput
+from locallab_cpp.engine.types import (
+    ChatMessage,
+    ChatPrompt,
+    GenerationHandle,
+    GenerationInput,
+    ToolSpec,
+)
 from locallab_cpp.errors import (
     EngineFailure,
     GenerationAborted,
@@ -103,13 +111,20 @@ class LlamaEngine:
             raise EngineFailure("tokenization failed")
         return list(buf[:n])
 
-    def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> ChatPrompt:
-        """Render a conversation with the model's chat template."""
-        return self._template.render(messages)
+    def chat_prompt(
+        self,
+        messages: Sequence[ChatMessage | Mapping[str, Any]],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+    ) -> ChatPrompt:
+        """Render a conversation with the model's chat template; see
+        :meth:`locallab_cpp.engine.base.Engine.chat_prompt`."""
+        return self._template.render(messages, tools)
 
     def submit(self, inputs: Sequence[GenerationInput]) -> list[GenerationHandle]:
         """Queue sequences, all or none; see :class:`locallab_cpp.engine.base.Engine`."""
         loop = asyncio.get_running_loop()
+        groups = [inp.copies() for inp in inputs]
         for inp in inputs:
             if len(inp.prompt_tokens) >= self._n_ctx_slot:
                 raise PayloadTooLarge(
@@ -119,18 +134,24 @@ class LlamaEngine:
                 )
             if not inp.prompt_tokens:
                 raise PayloadTooLarge("The prompt is empty after tokenization.")
+            extras.validate(inp, self._vocab, self._loaded.model.n_vocab())
         jobs = []
         decode = self._loop
         with decode.cond:
             if decode.stopping:
                 raise GenerationAborted("The model is being unloaded; retry shortly.")
-            waiting_after = len(decode.pending) + len(inputs) - decode.free_slots()
+            count = sum(len(group) for group in groups)
+            waiting_after = len(decode.pending) + count - decode.free_slots()
             if waiting_after > self._settings.queue_size:
                 raise ServerBusy(retry_after=self._retry_after())
-            for inp in inputs:
-                handle = GenerationHandle(loop=loop, on_cancel=self._on_cancel)
-                max_tokens = min(inp.max_tokens, self._n_ctx_slot - len(inp.prompt_tokens))
-                jobs.append(Job(handle=handle, inp=inp, max_tokens=max_tokens))
+            for group in groups:
+                group_jobs = []
+                for inp in group:
+                    handle = GenerationHandle(loop=loop, on_cancel=self._on_cancel)
+                    max_tokens = min(inp.max_tokens, self._n_ctx_slot - len(inp.prompt_tokens))
+                    group_jobs.append(Job(handle=handle, inp=inp, max_tokens=max_tokens))
+                decode.copies.queue(group_jobs)
+                jobs.extend(group_jobs)
             decode.pending.extend(jobs)
             decode.cond.notify()
         return [job.handle for job in jobs]

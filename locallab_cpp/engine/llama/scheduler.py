@@ -19,7 +19,9 @@ from typing import Any
 
 import llama_cpp
 
-from locallab_cpp.engine.llama import drafting
+from locallab_cpp.engine.llama import drafting, extras
+from locallab_cpp.engine.llama.batch import StepBatch
+from locallab_cpp.engine.llama.copies import CopyGroups
 from locallab_cpp.engine.llama.loading import LoadedModel
 from locallab_cpp.engine.llama.sampling import (
     apply_repetition_penalty,
@@ -29,7 +31,14 @@ from locallab_cpp.engine.llama.sampling import (
 )
 from locallab_cpp.engine.llama.slots import Job, Slot, common_prefix
 from locallab_cpp.engine.llama.text import Pieces, find_stop, stop_hold
-from locallab_cpp.engine.types import Event, Finished, FinishReason, GenerationHandle, TextChunk
+from locallab_cpp.engine.types import (
+    EngineFinishReason,
+    Event,
+    Finished,
+    GenerationHandle,
+    TextChunk,
+    TokenLogprob,
+)
 from locallab_cpp.errors import EngineFailure, GenerationAborted, LocalLabError
 
 logger = logging.getLogger("locallab_cpp.engine")
@@ -60,11 +69,12 @@ class DecodeLoop:
         self._vocab = loaded.model.vocab
         self._n_vocab = loaded.model.n_vocab()
         self._n_ctx_slot = loaded.n_ctx_slot
-        self._n_batch = n_batch
-        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._batch = StepBatch(n_batch)
         self._pieces = Pieces(self._vocab)
         self.slots = [Slot(seq_id=i) for i in range(parallel)]
         self._drafts = drafting.DraftController() if draft else None
+        self.copies = CopyGroups(self._ctx, self._memory, self._n_vocab)
+        """Copies of one prompt (GenerationInput.n); see copies.py."""
         self.pending: deque[Job] = deque()
         self.cond = threading.Condition()
         self.stopping = False
@@ -96,7 +106,7 @@ class DecodeLoop:
             self._close_reason = reason
             self.cond.notify_all()
         self._thread.join()
-        llama_cpp.llama_batch_free(self._batch)
+        self._batch.free()
         for slot in self.slots:
             if slot.sampler is not None:
                 slot.sampler.close()
@@ -119,6 +129,7 @@ class DecodeLoop:
                         break
                     self._admit()
                 self._drop_cancelled()
+                self.copies.adopt_orphans()
                 if any(s.job is not None for s in self.slots):
                     self._step(outbox)
                 if outbox:
@@ -161,16 +172,26 @@ class DecodeLoop:
                 return
             job = self.pending.popleft()
             if job.handle.cancelled.is_set():
+                self.copies.drop_queued(job)
                 continue
             prompt = job.inp.prompt_tokens
             best = max(free, key=lambda s: common_prefix(s.kv_tokens, prompt))
             if common_prefix(best.kv_tokens, prompt) >= PREFIX_REUSE_MIN_TOKENS:
-                self._assign(best, job)
+                slot = best
             else:
                 # With one KV stream per slot, llama.cpp puts only consecutive seq_ids in one
                 # micro-batch; active slots scattered over 0..N split a step into several
                 # graph runs. The lowest free slot keeps the active ones packed together.
-                self._assign(free[0], job)
+                slot = free[0]
+            self._assign(slot, job)
+            # Copies of this prompt (GenerationInput.n) take free slots now and wait there
+            # for this job's prompt to be copied to them (copies.py).
+            copies = self.copies.take(job, self.pending, len(free) - 1)
+            if copies:
+                others = [s for s in free if s is not slot][: len(copies)]
+                for other, copy in zip(others, copies, strict=True):
+                    self._assign(other, copy)
+                self.copies.hold(slot, others)
 
     def _assign(self, slot: Slot, job: Job) -> None:
         prompt = job.inp.prompt_tokens
@@ -189,6 +210,8 @@ class DecodeLoop:
         slot.recent.clear()
         slot.recent.extend(prompt[-(slot.recent.maxlen or 0) :])
         slot.sampler = None if params.greedy else make_sampler(params)
+        if extras.wanted(job.inp):
+            job.extras = extras.Extras(job.inp, self._vocab, self._pieces)
         self.n_active += 1
         self.prompt_total += len(prompt)
         self.cached_total += keep
@@ -197,11 +220,16 @@ class DecodeLoop:
         """Pick the next token of ``slot`` from the logits at batch position ``index``."""
         logits = logits_row(self._ctx, index, self._n_vocab)
         apply_repetition_penalty(logits, slot.recent, job.inp.sampling.repetition_penalty)
-        token = sample(slot.sampler, self._ctx, index, logits)
+        if job.extras is None:
+            token = sample(slot.sampler, self._ctx, index, logits)
+        else:
+            token = job.extras.choose(slot.sampler, self._ctx, index, logits, job.token_ids)
         slot.recent.append(token)
         return token
 
     def _release(self, slot: Slot) -> None:
+        if slot.job is not None and slot.job.extras is not None:
+            slot.job.extras.close()
         slot.job = None
         slot.next_token = None
         slot.out_index = -1
@@ -219,9 +247,7 @@ class DecodeLoop:
 
     def _plain_greedy(self, slot: Slot) -> bool:
         job = slot.job
-        return (
-            job is not None and slot.sampler is None and job.inp.sampling.repetition_penalty == 1.0
-        )
+        return job is not None and slot.sampler is None and extras.plain_greedy(job.inp)
 
     def _drafts_this_step(self, generating: list[Slot], decode_only: bool) -> int:
         """Guesses per sequence for this step (0: plain step); see drafting.py.
@@ -246,29 +272,7 @@ class DecodeLoop:
 
     def _step(self, outbox: Outbox) -> None:
         batch = self._batch
-        n = 0
-        capacity = self._n_batch
-
-        touched: list[Slot] = []
-
-        def add(slot: Slot, token: int, want_logits: bool, draft: bool = False) -> None:
-            nonlocal n
-            if not touched or touched[-1] is not slot:
-                touched.append(slot)
-            pos = len(slot.kv_tokens)
-            batch.token[n] = token
-            batch.pos[n] = pos
-            batch.n_seq_id[n] = 1
-            batch.seq_id[n][0] = slot.seq_id
-            batch.logits[n] = want_logits
-            slot.kv_tokens.append(token)
-            if draft:
-                slot.drafts.append(token)
-                slot.draft_rows.append(n)
-            elif want_logits:
-                slot.out_index = n
-            n += 1
-
+        batch.reset()
         generating = [s for s in self.slots if s.job is not None and s.next_token is not None]
         # Only steps that decode and nothing else tell the controller what drafting is worth.
         decode_only = not any(s.prefilling for s in self.slots)
@@ -277,37 +281,25 @@ class DecodeLoop:
             token = slot.next_token
             assert token is not None
             slot.next_token = None
-            add(slot, token, True)
+            batch.add(slot, token, True)
             if n_drafts:
                 guesses = drafting.propose(slot.kv_tokens, n_drafts)
                 # llama.cpp micro-batches per-slot KV streams only with equal token counts
                 # per sequence, so every sequence sends the same number of guesses.
                 guesses += [token] * (n_drafts - len(guesses))
                 for guess in guesses:
-                    add(slot, guess, True, draft=True)
-        budget = capacity - n
+                    batch.add(slot, guess, True, draft=True)
+        budget = batch.capacity - batch.n
         if generating:
-            budget = min(budget, max(1, capacity // SHARED_CHUNK_DIVISOR))
-        for slot in self.slots:
-            if budget <= 0:
-                break
-            if not slot.prefilling:
-                continue
-            assert slot.job is not None
-            prompt = slot.job.inp.prompt_tokens
-            end = min(len(prompt), slot.prompt_pos + budget)
-            for i in range(slot.prompt_pos, end):
-                add(slot, prompt[i], i == len(prompt) - 1)
-            budget -= end - slot.prompt_pos
-            slot.prompt_pos = end
-        if n == 0:
+            budget = min(budget, max(1, batch.capacity // SHARED_CHUNK_DIVISOR))
+        batch.add_prompt_chunks(self.slots, budget)
+        if batch.n == 0:
             return
-        batch.n_tokens = n
         started = time.perf_counter()
-        rc = llama_cpp.llama_decode(self._ctx, batch)
+        rc = batch.decode(self._ctx)
         if rc != 0:
             logger.error("llama_decode returned %d", rc)
-            for slot in touched:
+            for slot in batch.touched:
                 slot.drafts.clear()
                 slot.draft_rows.clear()
                 job = slot.job
@@ -325,6 +317,10 @@ class DecodeLoop:
             if slot.draft_rows:
                 tokens = self._verify(slot, index)
             else:
+                # A source of copies hands its prompt and logits to them first (copies.py).
+                self.cached_total += self.copies.fan_out(
+                    slot, index, self._sample, self._on_token, outbox
+                )
                 tokens = [self._sample(slot, slot.job, index)]
             produced += len(tokens)
             job = slot.job
@@ -364,13 +360,19 @@ class DecodeLoop:
         job.completion_tokens += 1
         job.token_ids.append(token)
         self.generated += 1
-        job.text += job.decoder.decode(self._pieces.piece(token))
+        piece = self._pieces.piece(token)
+        text_start = len(job.text)
+        job.text += job.decoder.decode(piece)
+        if job.track is not None:
+            job.track.add(token, piece, text_start, len(job.text))
         stops = job.inp.stop
         if stops:
             start = max(0, job.emitted - max(len(s) for s in stops))
             cut = find_stop(job.text, stops, start)
             if cut != -1:
                 job.text = job.text[:cut]
+                if job.track is not None:
+                    job.track.cut(cut)
                 self._finish(slot, "stop", outbox, flush=False)
                 return
         if job.completion_tokens >= job.max_tokens:
@@ -379,19 +381,22 @@ class DecodeLoop:
         self._emit(job, len(job.text) - stop_hold(job.text, stops), outbox)
         slot.next_token = token
 
-    def _emit(self, job: Job, upto: int, outbox: Outbox) -> None:
-        if upto > job.emitted:
-            outbox.append((job.handle, TextChunk(job.text[job.emitted : upto])))
-            job.emitted = upto
+    def _emit(self, job: Job, upto: int, outbox: Outbox, *, final: bool = False) -> None:
+        tokens: tuple[TokenLogprob, ...] = ()
+        if job.track is not None:  # with logprobs, chunks end at token boundaries
+            upto, tokens = job.track.release(job.text, upto, final=final)
+        if upto > job.emitted or tokens:
+            outbox.append((job.handle, TextChunk(job.text[job.emitted : upto], tokens)))
+            job.emitted = max(job.emitted, upto)
 
     def _finish(
-        self, slot: Slot, reason: FinishReason, outbox: Outbox, *, flush: bool = True
+        self, slot: Slot, reason: EngineFinishReason, outbox: Outbox, *, flush: bool = True
     ) -> None:
         job = slot.job
         assert job is not None
         if flush:  # text held back for a stop string that never came, or a partial UTF-8 tail
             job.text += job.decoder.decode(b"", final=True)
-        self._emit(job, len(job.text), outbox)
+        self._emit(job, len(job.text), outbox, final=True)
         outbox.append(
             (
                 job.handle,
@@ -401,6 +406,7 @@ class DecodeLoop:
                     completion_tokens=job.completion_tokens,
                     cached_tokens=job.cached_tokens,
                     token_ids=tuple(job.token_ids),
+                    logprobs=tuple(job.track.reported) if job.track is not None else (),
                 ),
             )
         )

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from llama_cpp import _internals
 
+from locallab_cpp.engine.llama.extras import Extras
+from locallab_cpp.engine.llama.logprobs import TokenTrack
 from locallab_cpp.engine.types import GenerationHandle, GenerationInput
 
 PENALTY_LAST_N = 64
@@ -30,6 +32,13 @@ class Job:
     completion_tokens: int = 0
     token_ids: list[int] = field(default_factory=list)
     cached_tokens: int = 0
+    extras: Extras | None = None
+    """Penalties, bias, grammar, logprobs (extras.py); set when the job gets a slot."""
+
+    @property
+    def track(self) -> TokenTrack | None:
+        """The tokens' log-probabilities (logprobs.py); None unless the input asks for them."""
+        return self.extras.track if self.extras is not None else None
 
 
 @dataclass(eq=False)
