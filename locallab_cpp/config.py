@@ -84,6 +84,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Most tokens sent to llama.cpp in one decode step; long prompts are cut into chunks of
     this size so that running streams keep flowing."""
 
+    max_n: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    """Most choices one OpenAI request may ask for with ``n`` (each is a sequence of its own
+    in a slot; the prompt is computed once for the copies that start together)."""
+
     queue_size: Annotated[int, msgspec.Meta(ge=0)] = 128
     """Requests that may wait for a free slot; past this they get 503 with Retry-After."""
 
@@ -92,6 +96,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     rate_burst: Positive = 10
     """Requests a client may send at once before the per-minute rate applies."""
+
+    rate_limit_loopback: bool = False
+    """Apply the rate limit to clients on the loopback interface (127.0.0.0/8, ::1) too. By
+    default they are exempt: every local editor and tool shares 127.0.0.1, and one editor
+    alone sends bursts the limit would refuse. Turn it on behind a reverse proxy on this
+    machine, where every remote client arrives from loopback."""
 
     max_body_bytes: Positive = 4 * 1024 * 1024
     """Largest request body accepted; larger ones get 413."""
@@ -135,7 +145,7 @@ def _parse_env(name: str, raw: str) -> Any:
     # Env values are strings; "none" lets a user reset an optional field explicitly.
     if raw.lower() in {"none", "null", "auto"} and name in {"model", "n_gpu_layers"}:
         return None
-    if name in {"no_model", "no_draft"}:
+    if name in {"no_model", "no_draft", "rate_limit_loopback"}:
         return raw.lower() in {"1", "true", "yes", "on"}
     return raw
 

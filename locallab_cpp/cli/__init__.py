@@ -34,6 +34,7 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--parallel", "parallel", int),
     ("--n-batch", "n_batch", int),
     ("--queue-size", "queue_size", int),
+    ("--max-n", "max_n", int),
     ("--rate-limit", "rate_limit", float),
     ("--rate-burst", "rate_burst", int),
     ("--max-body-bytes", "max_body_bytes", int),
@@ -58,7 +59,11 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
             choices=CHOICES.get(name),
             help=f"{docs.get(name, '')}{shown} Env: {ENV_PREFIX}{name.upper()}.",
         )
-    for flag, name in (("--no-model", "no_model"), ("--no-draft", "no_draft")):
+    for flag, name in (
+        ("--no-model", "no_model"),
+        ("--no-draft", "no_draft"),
+        ("--rate-limit-loopback", "rate_limit_loopback"),
+    ):
         parser.add_argument(
             flag,
             dest=name,

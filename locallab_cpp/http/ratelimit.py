@@ -2,10 +2,15 @@
 
 It is the innermost layer of :mod:`locallab_cpp.http.middleware`'s stack, inside CORS, so
 a 429 leaves with CORS headers; it renders the 429 in the error format of the path's API.
+
+Clients on the loopback interface are exempt unless ``rate_limit_loopback`` is set
+(decisions.md, "Rate limiting", ruling of 2026-11-30): every local editor and tool shares
+127.0.0.1, so one bucket for all of them would refuse the bursts one editor alone sends.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -62,6 +67,23 @@ class RateLimiter:
         return bucket.take(now)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (the client address of an ASGI scope) is on the loopback interface:
+    127.0.0.0/8, ::1, or 127.x written as an IPv4-mapped IPv6 address (::ffff:127.0.0.1,
+    what a dual-stack socket reports for an IPv4 client).
+
+    Anything that is not an IP address (a Unix socket's empty name, a test client's made-up
+    name) is not loopback: without proof that the client is local, it is limited.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
 def is_preflight(scope: Scope) -> bool:
     """A CORS preflight: OPTIONS with Access-Control-Request-Method. A browser sends one
     before a cross-origin request; throttling it would fail the request it announces."""
@@ -73,22 +95,35 @@ def is_preflight(scope: Scope) -> bool:
 class RateLimitMiddleware:
     """Answers 429 with Retry-After once a client's bucket is empty.
 
-    /health, the load-progress poll and CORS preflights are exempt.
+    /health, the load-progress poll and CORS preflights are exempt, and so are loopback
+    clients unless ``limit_loopback`` is true.
     """
 
     name = "rate_limit"
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter, formats: ErrorFormats) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limiter: RateLimiter,
+        formats: ErrorFormats,
+        *,
+        limit_loopback: bool = False,
+    ) -> None:
         self.app = app
         self.limiter = limiter
         self.formats = formats
+        self.limit_loopback = limit_loopback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS or is_preflight(scope):
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
-        wait = self.limiter.check(client[0] if client else "unknown")
+        host = client[0] if client else "unknown"
+        if not self.limit_loopback and is_loopback(host):
+            await self.app(scope, receive, send)
+            return
+        wait = self.limiter.check(host)
         if wait <= 0:
             await self.app(scope, receive, send)
             return

@@ -391,7 +391,10 @@ def test_body_over_max_body_bytes_is_413(small_server: ServerProcess) -> None:
 
 
 def test_rate_limit_429_with_retry_after(server_factory: Callable[..., ServerProcess]) -> None:
-    srv = server_factory("--rate-limit", "60", "--rate-burst", "3", "--parallel", "1")
+    # The server and this test talk over 127.0.0.1, exempt unless --rate-limit-loopback.
+    srv = server_factory(
+        "--rate-limit", "60", "--rate-burst", "3", "--parallel", "1", "--rate-limit-loopback"
+    )
     with srv.client() as c:
         codes = [c.get("/models/current").status_code for _ in range(3)]
         assert codes == [200, 200, 200]
@@ -409,6 +412,15 @@ def test_rate_limit_429_with_retry_after(server_factory: Callable[..., ServerPro
         r = c.post("/generate", json={"prompt": "Hello", "max_length": 2})
         assert r.status_code == 200, r.text
         check_generate_body(r.json(), max_length=2)
+
+
+def test_loopback_clients_are_not_rate_limited_by_default(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    srv = server_factory("--rate-limit", "60", "--rate-burst", "3", "--no-model")
+    with srv.client() as c:
+        codes = [c.get("/models/available").status_code for _ in range(15)]
+    assert codes == [200] * 15
 
 
 # ----------------------------------------------------------------------------- 503 busy

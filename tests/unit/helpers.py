@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 from fakes import FakeFactory
 from litestar.testing import TestClient
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from locallab_cpp.api import Api
 from locallab_cpp.app import BUILTIN_APIS, create_app
@@ -163,3 +164,28 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.005)
+
+
+REMOTE_HOST = "203.0.113.7"
+"""A client address off the loopback interface (TEST-NET-3): the rate limit applies to it."""
+
+
+class ClientAddress:
+    """ASGI wrapper that makes every request come from ``host``: Litestar's TestClient always
+    reports the client as "testclient", and the rate limit treats loopback clients apart."""
+
+    def __init__(self, app: ASGIApp, host: str) -> None:
+        self.app = app
+        self.host = host
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope = cast("Scope", {**scope, "client": (self.host, 50000)})
+        await self.app(scope, receive, send)
+
+
+def from_address(client: TestClient[Any], host: str = REMOTE_HOST) -> TestClient[Any]:
+    """``client``, whose requests now come from ``host`` (wraps the app's whole ASGI stack,
+    so call it after any change to ``client.app.asgi_handler``)."""
+    client.app.asgi_handler = ClientAddress(client.app.asgi_handler, host)
+    return client

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from helpers import assert_error, make_client
+from helpers import assert_error, from_address, make_client
 from litestar import Controller, get, post
 from litestar.params import JSONBody
 from litestar.testing import TestClient
@@ -130,6 +130,7 @@ def test_rate_limit_answers_in_the_paths_format(models_file: Path) -> None:
     with make_client(
         models_file, apis=(LOCALLAB_API, TOY_API), rate_limit=1.0, rate_burst=1
     ) as client:
+        from_address(client)  # off loopback: the limit applies
         assert client.get("/toy/ping").status_code == 200
         toy = client.get("/toy/ping")
         assert "Rate limit" in toy_error(toy, 429, ErrorKind.RATE_LIMITED)
