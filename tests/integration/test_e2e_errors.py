@@ -277,7 +277,7 @@ PATH_TRICKS = [
         "/generate/nope",
         "/models",
         "/models/nope",
-        "/v1/chat/completions",
+        "/v2/chat/completions",  # /v1 belongs to the OpenAI API now
         "/health/x",
         "/../../etc/passwd",
     ],

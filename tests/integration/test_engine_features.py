@@ -266,3 +266,35 @@ def test_min_p_one_is_greedy(engine: LlamaEngine) -> None:
     assert sampled.token_ids == greedy.token_ids
     [free] = _complete(engine, _input(engine, PROMPT, SamplingParams(seed=3, temperature=1.5), 16))
     assert free.token_ids != greedy.token_ids  # a hot draw leaves the greedy path
+
+
+# ----- control tokens kept as text ------------------------------------------------------
+
+
+def test_keep_special_renders_the_named_control_token(engine: LlamaEngine) -> None:
+    """Tool-call markers can be control tokens (Mistral's [TOOL_CALLS]): a sequence that
+    names them gets their text; other sequences never see control tokens as text."""
+    marker = "<start_of_turn>"  # a control token of Gemma's vocabulary that does not end
+    [token] = engine.tokenize(marker, add_bos=False)
+    forced = SamplingParams(do_sample=False, logit_bias=((token, 100.0),))
+    plain, kept = _complete(
+        engine,
+        _input(engine, PROMPT, forced, 3),
+        _input(engine, PROMPT, forced, 3, keep_special=(marker, "not a control token")),
+    )
+    assert plain.token_ids[:1] == (token,) and kept.token_ids[:1] == (token,)
+    assert marker not in plain.text
+    assert kept.text.startswith(marker), kept.text
+
+
+def test_integer_bounds_hold_in_the_grammar(engine: LlamaEngine) -> None:
+    """llama-cpp-python's converter ignores minimum/maximum; small ranges become enums."""
+    schema = {
+        "type": "object",
+        "properties": {"count": {"type": "integer", "minimum": 1, "maximum": 99}},
+        "required": ["count"],
+    }
+    grammar = grammar_for_json_schema(schema)
+    for sampling in (GREEDY, SamplingParams(seed=3, temperature=1.5)):
+        [done] = _complete(engine, _input(engine, "Count: ", sampling, 40, grammar=grammar))
+        assert 1 <= json.loads(done.text)["count"] <= 99, done.text

@@ -37,7 +37,9 @@ class StubEngine:
         self.threads.append(threading.current_thread().name)
         return ([1] if add_bos else []) + [ord(c) for c in text]
 
-    def chat_prompt(self, messages: Sequence[Mapping[str, str]]) -> ChatPrompt:
+    def chat_prompt(
+        self, messages: Sequence[Mapping[str, str]], *, tools: object = None
+    ) -> ChatPrompt:
         text = "".join(m["content"] for m in messages)
         return ChatPrompt(text=text, stop=("<end>",), has_bos_text=self.bos_text)
 

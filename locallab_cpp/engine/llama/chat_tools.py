@@ -102,6 +102,23 @@ def probe(render: RenderFn) -> TemplateCaps:
     )
 
 
+def tool_format(template: str | None, caps: TemplateCaps) -> str:
+    """The family of tool-call markup a model will answer in (serving/tools.py's names).
+
+    A template that lists the tools teaches its own family's markup, told by the markers in
+    its source; otherwise the tools are written as Hermes text, which asks for Hermes calls.
+    """
+    if not template or not caps.tools:
+        return "hermes"
+    if TOOL_CALL_OPEN in template:  # Qwen 2.5/3, Hermes (some on Llama 3 bases)
+        return "hermes"
+    if "[TOOL_CALLS]" in template:  # Mistral v0.3, Nemo, Small
+        return "mistral"
+    if "<|python_tag|>" in template or ('"parameters"' in template and "ipython" in template):
+        return "llama3"  # Llama 3.1 prints python_tag; 3.2's asks for "parameters"
+    return "hermes"
+
+
 def tools_text(tools: Sequence[ToolSpec]) -> str:
     """The tools and how to call them, for a system turn (Qwen 2.5's wording)."""
     listing = "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -127,6 +128,50 @@ class GrammarConstraint:
         return token
 
 
+INTEGER_ENUM_LIMIT = 1024
+"""Integer ranges with at most this many values are written as an enum of them."""
+
+
+def bound_integers(schema: Any) -> Any:
+    """``schema`` with each small bounded integer range (``minimum``/``maximum``, exclusive
+    forms too) written as an ``enum`` of its values.
+
+    llama-cpp-python's converter ignores numeric bounds, so a grammar from ``{"type":
+    "integer", "maximum": 99}`` lets a model write 1000000000000000; an enum it does honour.
+    Ranges wider than INTEGER_ENUM_LIMIT values stay as they are (bounds unchecked).
+    """
+    if isinstance(schema, list):
+        return [bound_integers(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: bound_integers(value) for key, value in schema.items()}
+    if out.get("type") != "integer" or "enum" in out or "const" in out:
+        return out
+    low, high = out.get("minimum"), out.get("maximum")
+    if isinstance(out.get("exclusiveMinimum"), int | float):
+        low = (
+            max(low, out["exclusiveMinimum"] + 1)
+            if low is not None
+            else out["exclusiveMinimum"] + 1
+        )
+    if isinstance(out.get("exclusiveMaximum"), int | float):
+        high = (
+            min(high, out["exclusiveMaximum"] - 1)
+            if high is not None
+            else out["exclusiveMaximum"] - 1
+        )
+    if not isinstance(low, int | float) or not isinstance(high, int | float):
+        return out
+    first, last = math.ceil(low), math.floor(high)
+    if last < first or last - first + 1 > INTEGER_ENUM_LIMIT:
+        return out
+    rest = {k: v for k, v in out.items() if k not in _INTEGER_BOUNDS}
+    return {**rest, "enum": list(range(first, last + 1))}
+
+
+_INTEGER_BOUNDS = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
 def json_schema_to_grammar(schema: Mapping[str, Any] | bool | str) -> str:
     """GBNF text that matches the JSON documents valid under ``schema`` (a JSON Schema, as
     an object or as its JSON text), with llama-cpp-python's converter.
@@ -155,7 +200,7 @@ def json_schema_to_grammar(schema: Mapping[str, Any] | bool | str) -> str:
     elif parsed is False:
         raise InvalidRequest("The JSON schema is false: no document satisfies it.")
     try:
-        return json_schema_to_gbnf(json.dumps(parsed))
+        return json_schema_to_gbnf(json.dumps(bound_integers(parsed)))
     except RecursionError:
         raise InvalidRequest("The JSON schema is nested too deeply.") from None
     except Exception as exc:  # the converter raises assertions, ValueError, KeyError...

@@ -34,6 +34,8 @@ class Job:
     cached_tokens: int = 0
     extras: Extras | None = None
     """Penalties, bias, grammar, logprobs (extras.py); set when the job gets a slot."""
+    keep_ids: frozenset[int] = frozenset()
+    """Control tokens rendered as text (GenerationInput.keep_special)."""
 
     @property
     def track(self) -> TokenTrack | None:

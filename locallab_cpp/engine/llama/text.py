@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import llama_cpp
@@ -27,6 +27,18 @@ class Pieces:
                 self._vocab, token, self._buf, len(self._buf), 0, special
             )
         return self._buf.raw[:n]
+
+    def special_ids(self, texts: Iterable[str]) -> frozenset[int]:
+        """The ids of the control tokens whose text is one of ``texts`` (texts that are not
+        a single control token of this vocabulary are left out)."""
+        ids = set()
+        for text in texts:
+            data = text.encode("utf-8")
+            buf = (llama_cpp.llama_token * 4)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, 4, False, True)
+            if n == 1 and llama_cpp.llama_vocab_is_control(self._vocab, buf[0]):
+                ids.add(int(buf[0]))
+        return frozenset(ids)
 
     def text(self, token: int) -> str:
         """A token's text, control tokens included (for chat-template markers)."""

@@ -1,0 +1,165 @@
+"""POST /v1/chat/completions: OpenAI's chat over the serving core.
+
+The conversation is rendered by the model's chat template, with the offered tools; the
+request's fields become SamplingParams (OpenAI's defaults), a grammar (``response_format``,
+a forced tool call), logprobs and ``n`` copies. The answer is split into reasoning,
+content and tool calls before it is shaped as OpenAI's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+
+from locallab_cpp.api.openai.common import (
+    chat_logprobs,
+    choices_of,
+    engine_for,
+    max_tokens_of,
+    new_id,
+    now,
+    sampling_from,
+    usage_per_prompt,
+)
+from locallab_cpp.api.openai.protocol import ChatCompletionRequest, ResponseFormat
+from locallab_cpp.api.openai.responses import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+)
+from locallab_cpp.api.openai.streaming import ChoiceState, chat_stream
+from locallab_cpp.api.openai.tooling import ToolPlan, messages_for, plan_tools
+from locallab_cpp.engine.schema import JSON_OBJECT_SCHEMA, grammar_for_json_schema
+from locallab_cpp.engine.types import Completion, GenerationInput
+from locallab_cpp.errors import InvalidRequest
+from locallab_cpp.http.disconnect import unless_disconnected
+from locallab_cpp.http.sse import EventStream
+from locallab_cpp.models.manager import ModelManager
+from locallab_cpp.serving import generation as serving
+from locallab_cpp.serving.reasoning import split_reasoning
+from locallab_cpp.serving.tools import ToolCallFormat, tool_format_for
+
+_DOC = (
+    "OpenAI's chat completions. Any `model` name means the loaded model unless it is a "
+    "model id of GET /v1/models, which is then loaded. With `stream: true` the reply is "
+    "text/event-stream: `data: {chat.completion.chunk}` events, then `data: [DONE]`."
+)
+
+
+def response_grammar(response_format: ResponseFormat | None) -> str | None:
+    """The grammar that makes the output JSON (any object, or valid under a schema)."""
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return grammar_for_json_schema(JSON_OBJECT_SCHEMA)
+    spec = response_format.json_schema
+    if spec is None or spec.schema is None:
+        raise InvalidRequest(
+            "Invalid request: 'response_format': type json_schema needs "
+            '"json_schema": {"name": ..., "schema": {...}}.'
+        )
+    return grammar_for_json_schema(spec.schema)
+
+
+def shape_choice(
+    index: int,
+    done: Completion,
+    plan: ToolPlan,
+    fmt: ToolCallFormat | None,
+    *,
+    logprobs: bool,
+    thinking: bool = False,
+) -> ChatChoice:
+    """One whole choice: reasoning apart, tool calls read out of the text (when they are
+    valid), logprobs in OpenAI's chat shape."""
+    reasoning, text = split_reasoning(done.text, started_in_reasoning=thinking)
+    calls = None
+    content: str | None = text
+    if fmt is not None and plan.active:
+        rest, parsed = fmt.parse(text)
+        calls = plan.accept(parsed)
+        if calls:
+            # Only calls: content is null, as OpenAI's; text beside them stays.
+            content = rest if rest.strip() else None
+    return ChatChoice(
+        index=index,
+        message=AssistantMessage(
+            role="assistant", content=content, reasoning_content=reasoning, tool_calls=calls
+        ),
+        logprobs=chat_logprobs(done.logprobs) if logprobs else None,
+        finish_reason="tool_calls" if calls else done.finish_reason,
+    )
+
+
+class ChatController(Controller):
+    """POST /v1/chat/completions."""
+
+    tags = ["OpenAI"]
+
+    @post(
+        "/chat/completions",
+        status_code=200,
+        summary="Chat completion (OpenAI)",
+        description=_DOC,
+    )
+    async def chat_completions(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[ChatCompletionRequest],
+        models: NamedDependency[ModelManager],
+    ) -> ChatCompletion | EventStream:
+        """Answer ``messages`` as the assistant, calling ``tools`` where it chooses to."""
+        n = choices_of(data, models)
+        plan = plan_tools(data)
+        engine = await engine_for(models, data.model)
+        chat = await serving.chat_tokens(engine, messages_for(data.messages), tools=plan.tools)
+        fmt = tool_format_for(chat.tool_format) if plan.active else None
+        # A forced call is the whole answer, so its grammar wins over response_format.
+        grammar = (plan.grammar(fmt) if fmt is not None else None) or response_grammar(
+            data.response_format
+        )
+        logprobs = bool(data.logprobs)
+        inp = GenerationInput(
+            prompt_tokens=chat.tokens,
+            sampling=sampling_from(data),
+            max_tokens=max_tokens_of(engine, data.max_completion_tokens, data.max_tokens),
+            stop=data.stop_strings() + chat.stop,
+            logprobs=(data.top_logprobs or 0) if logprobs else None,
+            grammar=grammar,
+            n=n,
+            keep_special=fmt.markers if fmt is not None else (),
+        )
+        handles = serving.submit(engine, [inp])
+        response_id, created, model = new_id("chatcmpl"), now(), engine.info.model_id
+        if data.stream:
+
+            def make(choices: list[ChatChunkChoice]) -> ChatCompletionChunk:
+                return ChatCompletionChunk(
+                    id=response_id,
+                    object="chat.completion.chunk",
+                    created=created,
+                    model=model,
+                    choices=choices,
+                )
+
+            states = [ChoiceState(i, plan, fmt, chat.opens_reasoning) for i in range(n)]
+            return chat_stream(
+                handles, make, states, logprobs=logprobs, include_usage=data.include_usage
+            )
+        done = await unless_disconnected(request, serving.collect(handles))
+        return ChatCompletion(
+            id=response_id,
+            object="chat.completion",
+            created=created,
+            model=model,
+            choices=[
+                shape_choice(i, c, plan, fmt, logprobs=logprobs, thinking=chat.opens_reasoning)
+                for i, c in enumerate(done)
+            ],
+            usage=usage_per_prompt(done, n),
+        )

@@ -1,0 +1,39 @@
+"""Tool calls in generated text: each model family's format, read whole or streamed, a
+grammar that forces calls, and a check of call arguments against a tool's schema.
+
+No llama_cpp or web-framework import happens here: grammars are converted by
+:mod:`locallab_cpp.engine.schema`, which imports llama_cpp only when called.
+
+Use: ``fmt = tool_format_for(chat_prompt.tool_format)``; ``fmt.parse(text)`` for a whole
+generation, ``fmt.streamer()`` (``feed``/``finish``) while streaming, and
+``fmt.grammar(tools, name, parallel)`` for ``tool_choice`` "required" or a named tool. Split
+reasoning (:mod:`locallab_cpp.serving.reasoning`) off first: calls are read in the content.
+"""
+
+from __future__ import annotations
+
+from locallab_cpp.serving.toolcalls.calls import ParsedToolCall, ToolCallDelta, new_call_id
+from locallab_cpp.serving.toolcalls.formats import (
+    FORMATS,
+    HermesFormat,
+    Llama3Format,
+    MistralFormat,
+    ToolCallFormat,
+    tool_format_for,
+)
+from locallab_cpp.serving.toolcalls.streamer import ToolCallStreamer
+from locallab_cpp.serving.toolcalls.validate import validate_arguments
+
+__all__ = [
+    "FORMATS",
+    "HermesFormat",
+    "Llama3Format",
+    "MistralFormat",
+    "ParsedToolCall",
+    "ToolCallDelta",
+    "ToolCallFormat",
+    "ToolCallStreamer",
+    "new_call_id",
+    "tool_format_for",
+    "validate_arguments",
+]
