@@ -17,10 +17,12 @@ from litestar.openapi import OpenAPIConfig
 from locallab_cpp import __version__, sysinfo
 from locallab_cpp.api import Api, error_formats
 from locallab_cpp.api.locallab.routes import LOCALLAB_API
+from locallab_cpp.api.openai.routes import OPENAI_API
 from locallab_cpp.config import Settings
 from locallab_cpp.errors import LocalLabError
 from locallab_cpp.http import middleware
 from locallab_cpp.http.errors import exception_handlers
+from locallab_cpp.http.openapi import document_responses
 from locallab_cpp.http.validation import validate_body_strictly
 from locallab_cpp.models.manager import EngineFactory, ModelManager
 from locallab_cpp.models.registry import Registry
@@ -34,7 +36,7 @@ def provide_models(state: State) -> ModelManager:
     return manager
 
 
-BUILTIN_APIS: tuple[Api, ...] = (LOCALLAB_API,)
+BUILTIN_APIS: tuple[Api, ...] = (LOCALLAB_API, OPENAI_API)
 """The APIs every server speaks. A new API adds its :class:`~locallab_cpp.api.Api` here."""
 
 
@@ -101,6 +103,7 @@ def create_app(
         ),
         debug=False,
     )
+    document_responses(app, formats)  # each API's error body at /schema, not Litestar's
     # Counter, host check, CORS, API key, rate limit: see http/middleware.py for the order.
     app.asgi_handler = middleware.build(
         app.asgi_handler, middleware.layers(settings, state, formats)

@@ -8,6 +8,7 @@ environment variables, then command-line flags.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,13 @@ DEFAULT_SLOT_CONTEXT = 8192 + 2048
 room for a 2048-token prompt, capped at what the model was trained for."""
 
 
+def cache_bytes_per_pair(settings: Settings | None) -> float:
+    """Bytes one key element and one value element take together in the KV cache."""
+    if settings is None:
+        return 2 * CACHE_TYPE_BYTES["f16"]
+    return CACHE_TYPE_BYTES[settings.cache_type_k] + CACHE_TYPE_BYTES[settings.cache_type_v]
+
+
 def slot_context(n_ctx: int, trained: int | None) -> int:
     """Tokens of context each slot gets: ``--n-ctx`` when set, else DEFAULT_SLOT_CONTEXT
     capped at the model's training context (``trained``; None or 0 when unknown)."""
@@ -34,8 +42,17 @@ def slot_context(n_ctx: int, trained: int | None) -> int:
     return min(trained or DEFAULT_SLOT_CONTEXT, DEFAULT_SLOT_CONTEXT)
 
 
+CacheType = Literal["f16", "q8_0", "q4_0"]
+CACHE_TYPE_CHOICES: tuple[str, ...] = get_args(CacheType)
+CACHE_TYPE_BYTES: dict[str, float] = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+"""Bytes one KV-cache element takes in each cache type (ggml: q8_0 stores 32 values in 34
+bytes, q4_0 in 18)."""
+
 RepackSetting = Literal["auto", "on", "no-amx", "off"]
 REPACK_CHOICES: tuple[str, ...] = get_args(RepackSetting)
+
+_ORIGIN = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s?#@]+/?")
+"""A web origin as a user writes it; a trailing slash is tolerated and ignored."""
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -67,6 +84,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     threads: Annotated[int, msgspec.Meta(ge=0)] = 0
     """CPU threads for llama.cpp; 0 means the number of physical cores."""
 
+    cache_type_k: CacheType = "f16"
+    """Number format of the KV cache's keys: f16 (llama.cpp's default), q8_0 (about half
+    the memory, nearly the same output) or q4_0 (about a quarter, visibly less exact)."""
+
+    cache_type_v: CacheType = "f16"
+    """Number format of the KV cache's values (as cache_type_k)."""
+
     repack: RepackSetting = "auto"
     """Whether llama.cpp may repack weights at load into the layouts its faster CPU kernels
     read. auto: everywhere except on CPUs with AMX, whose llama.cpp kernels crash; there the
@@ -91,6 +115,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     queue_size: Annotated[int, msgspec.Meta(ge=0)] = 128
     """Requests that may wait for a free slot; past this they get 503 with Retry-After."""
 
+    max_generation_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    """Seconds a generation may run once it has a slot; past it, it ends as if it had
+    reached its token limit (finish_reason "length"). 0 means no limit."""
+
+    shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    """On SIGTERM or Ctrl-C, seconds running generations get to finish (no new request is
+    taken meanwhile) before the rest are ended with an error."""
+
     rate_limit: Annotated[float, msgspec.Meta(ge=0)] = 60.0
     """Requests per minute allowed to each client address; 0 switches rate limiting off."""
 
@@ -104,7 +136,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     machine, where every remote client arrives from loopback."""
 
     max_body_bytes: Positive = 4 * 1024 * 1024
-    """Largest request body accepted; larger ones get 413."""
+    """Largest request body accepted; larger ones get 413 (bodies sent without
+    Content-Length too: their bytes are counted as they arrive)."""
+
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
+    """Largest request head (all header names and values together) accepted; larger ones
+    get 431. On an address other than loopback the server also parses HTTP with h11, which
+    stops reading a head about this size (httptools, used on loopback, has no limit)."""
+
+    api_keys: tuple[str, ...] = ()
+    """API keys, any of which a client must send (Authorization: Bearer <key>, or x-api-key:
+    <key>) on every route but /health; none means no key is asked for. Repeat --api-key for
+    several; LOCALLAB_API_KEY takes a comma-separated list and, unlike the flag, is not shown
+    to other users of this machine in the process list."""
+
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names the server answers to besides localhost, 127.0.0.1, ::1, the --host
+    value and IP addresses (plus this machine's own name when bound to 0.0.0.0 or ::);
+    a request naming any other Host gets 403, which stops DNS rebinding. "*" accepts every
+    Host. Repeatable; comma-separated in LOCALLAB_ALLOWED_HOSTS."""
+
+    cors_origins: tuple[str, ...] = ()
+    """Web origins (scheme://host[:port]) whose pages may call the server from a browser;
+    "*" for any page. None by default: browser requests from other origins get 403.
+    Repeatable; comma-separated in LOCALLAB_CORS_ORIGINS."""
 
     models_file: str = str(DEFAULT_MODELS_FILE)
     """User model registry laid over the package's models.toml, which is always read first:
@@ -116,6 +171,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     log_level: str = "info"
     """Log level for the server (debug, info, warning, error)."""
+
+    def __post_init__(self) -> None:
+        # Raised as ValueError so that load_settings reports it as an invalid setting.
+        if self.parallel > self.n_batch:
+            # Each step sends one token of every busy slot in one batch of n_batch rows.
+            raise ValueError(
+                f"parallel ({self.parallel}) must not exceed n_batch ({self.n_batch}): every "
+                "busy slot needs a row of each decode step's batch; raise --n-batch or "
+                "lower --parallel"
+            )
+        for key in self.api_keys:
+            if not key or not all(33 <= ord(ch) < 127 for ch in key):
+                raise ValueError(
+                    "an API key must be non-empty printable ASCII without spaces "
+                    "(it travels in an HTTP header)"
+                )
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"CORS origin {origin!r} must be scheme://host[:port] with no path "
+                    '(e.g. http://localhost:3000), or "*"'
+                )
 
     @property
     def rate_limit_enabled(self) -> bool:
@@ -131,10 +208,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 FIELD_NAMES: tuple[str, ...] = Settings.__struct_fields__
 
 
+LIST_FIELDS = frozenset({"api_keys", "allowed_hosts", "cors_origins"})
+"""Settings holding several values: repeatable flags, comma-separated environment values."""
+
+ENV_ALIASES: dict[str, str] = {"api_keys": ENV_PREFIX + "API_KEY"}
+"""Other environment names of a setting, read when its own is unset (LOCALLAB_API_KEY is
+the name the issue and most tools' docs use for one key)."""
+
+
 def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name in FIELD_NAMES:
         raw = env.get(ENV_PREFIX + name.upper())
+        if (raw is None or raw == "") and name in ENV_ALIASES:
+            raw = env.get(ENV_ALIASES[name])
         if raw is None or raw == "":
             continue
         values[name] = _parse_env(name, raw)
@@ -147,6 +234,8 @@ def _parse_env(name: str, raw: str) -> Any:
         return None
     if name in {"no_model", "no_draft", "rate_limit_loopback"}:
         return raw.lower() in {"1", "true", "yes", "on"}
+    if name in LIST_FIELDS:
+        return [part.strip() for part in raw.split(",") if part.strip()]
     return raw
 
 

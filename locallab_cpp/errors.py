@@ -37,6 +37,8 @@ class ErrorKind(StrEnum):
     """Another model load is under way."""
     TOO_LARGE = "too_large"
     """The request body is over the size limit."""
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    """A body that is not declared JSON (Content-Type) where only JSON is read."""
     CONTEXT_LENGTH = "context_length"
     """The prompt does not fit the model's context."""
     RATE_LIMITED = "rate_limited"

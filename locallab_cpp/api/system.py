@@ -29,6 +29,10 @@ class SystemController(Controller):
     @get("/health", summary="Liveness (cheap; never waits on generation)")
     async def health(self, models: NamedDependency[ModelManager]) -> Health:
         """Whether the server is up and which model is loaded."""
+        engine = models.engine
+        if engine is not None and engine.failed:
+            # Not serving until it is opened again (at the next request or load).
+            return Health(status="degraded", model_loaded=False, model_id=engine.info.model_id)
         current = models.current_id
         return Health(status="healthy", model_loaded=current is not None, model_id=current)
 
@@ -61,6 +65,8 @@ class SystemController(Controller):
                 n_batch=int(details.get("n_batch", 0)),
                 quantization=str(details.get("quantization", "")),
                 kv_cache_bytes=int(details.get("kv_cache_bytes", 0)),
+                cache_type_k=str(details.get("cache_type_k", "f16")),
+                cache_type_v=str(details.get("cache_type_v", "f16")),
                 repack=str(details.get("repack", "on")),
                 repack_reason=str(details.get("repack_reason", "")),
                 active_sequences=stats.active,

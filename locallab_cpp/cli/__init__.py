@@ -11,10 +11,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from locallab_cpp import __version__
+from locallab_cpp import __version__, logsafe
 from locallab_cpp.config import (
+    CACHE_TYPE_CHOICES,
     ENV_PREFIX,
     FIELD_NAMES,
+    LIST_FIELDS,
     REPACK_CHOICES,
     Settings,
     field_docs,
@@ -31,18 +33,30 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--threads", "threads", int),
     ("--n-gpu-layers", "n_gpu_layers", int),
     ("--repack", "repack", str),
+    ("--cache-type-k", "cache_type_k", str),
+    ("--cache-type-v", "cache_type_v", str),
     ("--parallel", "parallel", int),
     ("--n-batch", "n_batch", int),
     ("--queue-size", "queue_size", int),
+    ("--max-generation-s", "max_generation_s", float),
+    ("--shutdown-grace-s", "shutdown_grace_s", float),
     ("--max-n", "max_n", int),
     ("--rate-limit", "rate_limit", float),
     ("--rate-burst", "rate_burst", int),
     ("--max-body-bytes", "max_body_bytes", int),
+    ("--max-header-bytes", "max_header_bytes", int),
+    ("--api-key", "api_keys", str),
+    ("--allowed-host", "allowed_hosts", str),
+    ("--cors-origin", "cors_origins", str),
     ("--models-file", "models_file", str),
     ("--log-level", "log_level", str),
 )
 
-CHOICES: dict[str, tuple[str, ...]] = {"repack": REPACK_CHOICES}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "repack": REPACK_CHOICES,
+    "cache_type_k": CACHE_TYPE_CHOICES,
+    "cache_type_v": CACHE_TYPE_CHOICES,
+}
 
 
 def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
@@ -51,11 +65,19 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     for flag, name, kind in SERVE_FLAGS:
         default = getattr(defaults, name)
         shown = "" if name == "models_file" else f" Default: {default}."
+        if name in LIST_FIELDS:
+            # Repeatable; a list given here replaces the environment's and models.toml's.
+            shown = " Default: none."
         parser.add_argument(
             flag,
             dest=name,
             type=kind,
             default=None,
+            action="append" if name in LIST_FIELDS else "store",
+            # One value a flag: --api-key KEY, not --api-key API_KEYS.
+            metavar=flag.removeprefix("--").upper().replace("-", "_")
+            if name in LIST_FIELDS
+            else None,
             choices=CHOICES.get(name),
             help=f"{docs.get(name, '')}{shown} Env: {ENV_PREFIX}{name.upper()}.",
         )
@@ -122,29 +144,31 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from locallab_cpp.app import create_app
+    from locallab_cpp.http.access import security_warnings
 
     class Server(uvicorn.Server):
-        """uvicorn's server, ending in-flight generations as soon as shutdown begins.
+        """uvicorn's server, letting running generations finish before it shuts down.
 
-        uvicorn would otherwise wait for open streams (up to its graceful timeout) and then
-        cut them mid-body; ending them first gives each an `event: error` and `[DONE]`.
+        At shutdown it stops listening, refuses new generations, waits up to
+        ``shutdown_grace_s`` for the running ones to end, then ends the rest itself: uvicorn
+        would otherwise wait for open streams (up to its own graceful timeout) and then cut
+        them mid-body; ending them first gives each an `event: error` and `[DONE]`.
         """
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            for server in self.servers:  # no new connections during the grace period
+                server.close()
             manager = getattr(app.state, "models", None)
             if manager is not None:
+                await manager.drain(settings.shutdown_grace_s)
                 await manager.close()
             await super().shutdown(sockets)
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
-    if not settings.is_loopback:
-        print(
-            f"WARNING: serving on {settings.host}, reachable from other machines. "
-            "Put the server behind an API key or a firewall.",
-            file=sys.stderr,
-        )
+    for warning in security_warnings(settings):
+        print(f"WARNING: {warning}", file=sys.stderr)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -153,7 +177,15 @@ def _serve(settings: Settings) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
         lifespan="on",
+        # httptools (faster per streamed token) reads request heads of any size; where the
+        # network can reach the server, h11 stops reading one about max_header_bytes long.
+        # The Host check answers 431 past that size under either parser.
+        http="auto" if settings.is_loopback else "h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
+    # After uvicorn.Config, which sets up uvicorn's loggers: request data in any log line
+    # (the access log's decoded path, a model id) gets its control characters escaped.
+    logsafe.install()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
     Server(config).run()

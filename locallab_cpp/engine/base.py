@@ -61,12 +61,21 @@ class Engine(Protocol):
         """Static facts about the loaded model."""
         ...
 
+    @property
+    def failed(self) -> bool:
+        """Whether the engine broke for good (its decode thread died): it generates no
+        more and must be closed (which still frees it) and opened again. The
+        ModelManager does that at the next request or load; /health reports it."""
+        ...
+
     def stats(self) -> EngineStats:
         """Live counters; cheap and safe to call from the event loop."""
         ...
 
-    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
-        """Token ids of ``text``, special tokens parsed."""
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
+        """Token ids of ``text``: a BOS first when ``add_bos`` and the model wants one;
+        control-token texts (``<|im_start|>``) parsed as control tokens only when
+        ``special``, else tokenized as plain text (what a client wrote in a chat)."""
         ...
 
     def chat_prompt(
@@ -88,6 +97,12 @@ class Engine(Protocol):
         ``<tool_response>...</tool_response>`` in a user turn (chat_tools.py). Raises
         InvalidRequest when the template rejects the conversation.
         """
+        ...
+
+    def fim_prompt(self, prefix: str, suffix: str) -> list[int] | None:
+        """The fill-in-the-middle prompt for text between ``prefix`` and ``suffix``: the
+        model's FIM prefix token, the prefix, its suffix token, the suffix, its middle token
+        (BOS first where the model wants one). None when the model has no FIM tokens."""
         ...
 
     def submit(self, inputs: Sequence[GenerationInput]) -> list[GenerationHandle]:
@@ -112,6 +127,8 @@ class Engine(Protocol):
     def close(self, reason: LocalLabError | None = None) -> None:
         """Stop generating, end in-flight sequences with ``reason`` and free the model.
 
-        Blocking: call it from a worker thread.
+        Calls made after it begins raise GenerationAborted, and the model is freed only once
+        the calls already inside (a tokenization in a worker thread) have returned: no
+        thread ever reads a freed model. Blocking: call it from a worker thread.
         """
         ...

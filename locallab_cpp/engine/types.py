@@ -27,6 +27,15 @@ class ChatPrompt:
     stop: tuple[str, ...]
     has_bos_text: bool
     """The text already starts with the BOS token's text, so tokenizing must not add one."""
+    tool_format: str = "hermes"
+    """How the model writes tool calls: "hermes", "llama3" or "mistral", the family of the
+    GGUF template that lists the tools, else "hermes", what our text fallback teaches
+    (read with :func:`locallab_cpp.serving.tools.tool_format_for`)."""
+    segments: tuple[tuple[str, bool], ...] = ()
+    """``text`` in pieces, each with whether the client wrote it: client pieces are tokenized
+    as plain text, never as control tokens, so a message cannot forge a turn. Empty when the
+    whole text is tokenized with special tokens parsed (no client text holds a control
+    token's text). See engine/llama/chat_segments.py."""
 
 
 # Chat messages are TypedDicts, not classes: they are handed to the GGUF's Jinja chat
@@ -131,6 +140,9 @@ class GenerationInput:
     """Generate this many sequences (copies) from the prompt, as OpenAI's ``n``: submit
     returns one handle per copy, and the prompt is computed once for the copies that get a
     slot together (engine/base.py, Engine.submit). With a seed, copy i samples with seed + i."""
+    keep_special: tuple[str, ...] = ()
+    """Control tokens to keep in the text, by their text (tool-call markers such as Mistral's
+    ``[TOOL_CALLS]``, which a parser must see); other control tokens never reach the text."""
 
     def copies(self) -> list[GenerationInput]:
         """The ``n`` single sequences this input stands for, in order: ``n`` set to 1 and,

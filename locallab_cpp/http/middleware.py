@@ -8,19 +8,26 @@ Outermost first; each layer sees a request before the ones below it and its resp
    ``/v1/v1`` prefix (a base URL ending in /v1 joined with a /v1/... path) made one. No
    redirect: clients POST, and a redirected POST loses its body in many of them. Every layer
    below, Litestar's router and the error formats see the normalized path.
-3. ``host_check`` refuses a Host header the server does not answer to (DNS rebinding).
-4. ``cors`` answers preflights and adds CORS headers to every response, errors included:
-   a 429 or 401 produced below it still reaches a browser's script.
-5. ``api_key`` refuses requests without the configured key (Authorization: Bearer).
-6. ``rate_limit`` throttles per client, innermost so that what is refused above it (a
+3. ``host_check`` refuses a Host header the server does not answer to (DNS rebinding) with
+   403, and an oversized request head with 431 (``http/access.py``).
+4. ``cors`` answers preflights (204 for an allowed origin, 403 for others), refuses a
+   request from a foreign ``Origin`` with 403, and adds CORS headers to every response to
+   an allowed origin, errors included: a 401, 415 or 429 produced below it still reaches a
+   browser's script (``http/cors.py``).
+5. ``api_key`` refuses requests without one of the configured keys (Authorization: Bearer,
+   or x-api-key) with 401; /health and preflights need none. With no key set it passes
+   everything, made-up keys included (OpenAI clients insist on sending one).
+6. ``content_type`` refuses a POST, PUT, PATCH or DELETE whose body is not declared JSON
+   with 415 (the text/plain and form bodies a page may send cross-site unannounced).
+7. ``rate_limit`` throttles per client, innermost so that what is refused above it (a
    foreign host, a preflight, a missing key) spends no budget. It never throttles a CORS
-   preflight (a pass-through CORS layer lets those through), nor a loopback client unless
+   preflight (the CORS layer answers those itself), nor a loopback client unless
    ``rate_limit_loopback`` is set.
 
 Then Litestar routes. These layers wrap Litestar's whole ASGI handler, not only matched
 routes (Litestar's own ``middleware=`` does that): unknown paths and wrong methods are
-counted and limited too. Host check, CORS and API key are pass-through slots for now; the
-settings that switch them on come with the hardening issue.
+counted, checked and limited too. Every refusal is rendered in the error format of the
+path's API. docs/security.md says what each layer protects against.
 """
 
 from __future__ import annotations
@@ -33,10 +40,20 @@ from litestar.datastructures import State
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from locallab_cpp.config import Settings
+from locallab_cpp.http.access import ApiKeyCheck, HostCheck, JsonOnly, allowed_host_names
+from locallab_cpp.http.cors import Cors
 from locallab_cpp.http.errors import ErrorFormats
 from locallab_cpp.http.ratelimit import RateLimiter, RateLimitMiddleware
 
-ORDER = ("request_counter", "normalize_path", "host_check", "cors", "api_key", "rate_limit")
+ORDER = (
+    "request_counter",
+    "normalize_path",
+    "host_check",
+    "cors",
+    "api_key",
+    "content_type",
+    "rate_limit",
+)
 """The layers' names, outermost first."""
 
 
@@ -104,19 +121,12 @@ class PathNormalizer:
         await self.app(scope, receive, send)
 
 
-class PassThrough:
-    """A slot whose checks are not configured yet: hands every request on unchanged."""
-
-    def __init__(self, app: ASGIApp, name: str) -> None:
-        self.app = app
-        self.name = name
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
-
-
-def _pass_through(name: str) -> Layer:
-    return Layer(name, lambda app: PassThrough(app, name))
+def _host_check(settings: Settings, formats: ErrorFormats) -> Layer:
+    allowed = allowed_host_names(settings)
+    return Layer(
+        "host_check",
+        lambda app: HostCheck(app, formats, allowed, max_header_bytes=settings.max_header_bytes),
+    )
 
 
 def _rate_limit(settings: Settings, formats: ErrorFormats) -> Layer:
@@ -136,9 +146,10 @@ def layers(settings: Settings, state: State, formats: ErrorFormats) -> list[Laye
     stack = [
         Layer("request_counter", lambda app: RequestCounter(app, state)),
         Layer("normalize_path", PathNormalizer),
-        _pass_through("host_check"),
-        _pass_through("cors"),
-        _pass_through("api_key"),
+        _host_check(settings, formats),
+        Layer("cors", lambda app: Cors(app, formats, settings.cors_origins)),
+        Layer("api_key", lambda app: ApiKeyCheck(app, formats, settings.api_keys)),
+        Layer("content_type", lambda app: JsonOnly(app, formats)),
         _rate_limit(settings, formats),
     ]
     assert tuple(layer.name for layer in stack) == ORDER

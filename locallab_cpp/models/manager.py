@@ -3,7 +3,10 @@
 The manager lives on ``app.state`` and is what controllers receive by dependency
 injection. Fetching (download, sha256 check) and loading run in a worker thread, so the
 event loop keeps serving /health and the current model keeps generating while the next one
-downloads; the old model is closed only once the new GGUF is on disk and verified.
+downloads; the old model is closed only once the new GGUF is on disk, verified and its
+header checked (the factory's ``preflight``), and it is opened again if the new one still
+fails to load. An engine whose decode thread died (``Engine.failed``) is replaced by a fresh
+one at the next request or load.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from locallab_cpp.models.registry import ModelSpec, Registry
 logger = logging.getLogger("locallab_cpp")
 
 EngineFactory = Callable[[ModelSpec, Path, Settings], Engine]
+"""Opens an engine (blocking). It may also have ``preflight(spec, path)``, which raises a
+LocalLabError for a file it cannot load; it runs before the current model is closed."""
 
 SWITCH_POLL_S = 0.05
 
@@ -47,6 +52,10 @@ class ModelManager:
         self._lock = asyncio.Lock()
         self._loading: LoadProgress | None = None
         self._last: ProgressSnapshot | None = None
+        self._switching: asyncio.Event | None = None
+        """Set while a switch waits for the old model's generations to end."""
+        self._draining = False
+        """The server is shutting down: no new generation or load is started."""
 
     @property
     def engine(self) -> Engine | None:
@@ -71,17 +80,18 @@ class ModelManager:
     async def load(self, model_id: str) -> Engine:
         """Load ``model_id`` (explicit load): in-flight generations of the old model end.
 
-        Loading the model that is already loaded returns at once. Raises LoadConflict if
-        another load is under way.
+        Loading the model that is already loaded returns at once (unless its engine
+        failed: then it is opened again). Raises LoadConflict if another load is under way.
         """
         spec = self.registry.get(model_id)
+        self._refuse_if_draining()
         if self._lock.locked():
             raise LoadConflict(
                 f"Model '{self._loading.model_id if self._loading else '?'}' is being loaded; "
                 "retry when it has finished."
             )
         current = self._engine
-        if current is not None and current.info.model_id == spec.id:
+        if current is not None and current.info.model_id == spec.id and not current.failed:
             # Clients often load their model at start; a server that already has it must
             # not reload it under the other clients' generations.
             return current
@@ -105,8 +115,14 @@ class ModelManager:
     async def engine_for(self, model_id: str | None) -> Engine:
         """The engine to generate with; switches model if a request names another one.
 
-        A switch waits until the current model's in-flight sequences have finished.
+        A switch waits until the current model's in-flight sequences have finished;
+        requests arriving meanwhile wait behind it (else steady traffic for the current
+        model would keep it busy, and the switch waiting, for ever). A failed engine is
+        opened again.
         """
+        self._refuse_if_draining()
+        while (switching := self._switching) is not None:
+            await switching.wait()
         if model_id is None:
             # While a first model loads, wait for it; while it downloads or is checked
             # (minutes, perhaps), say so rather than hold the request.
@@ -120,22 +136,45 @@ class ModelManager:
                         retry_after=5,
                     )
                 await asyncio.sleep(SWITCH_POLL_S)
-            if self._engine is None:
+            engine = self._engine
+            if engine is None:
                 raise NoModelLoaded()
-            return self._engine
+            return await self._reopen(engine) if engine.failed else engine
         spec = self.registry.get(model_id)
-        if self._engine is not None and self._engine.info.model_id == spec.id:
-            return self._engine
+        engine = self._engine
+        if engine is not None and engine.info.model_id == spec.id:
+            return await self._reopen(engine) if engine.failed else engine
         async with self._lock:
             current = self._engine
-            if current is not None and current.info.model_id == spec.id:
+            if current is not None and current.info.model_id == spec.id and not current.failed:
                 return current
-            while current is not None:
-                stats = current.stats()
-                if stats.active == 0 and stats.queued == 0:
-                    break
-                await asyncio.sleep(SWITCH_POLL_S)
-            return await self._replace(spec)
+            switched = asyncio.Event()
+            self._switching = switched
+            try:
+                while current is not None and not current.failed:
+                    stats = current.stats()
+                    if stats.active == 0 and stats.queued == 0:
+                        break
+                    await asyncio.sleep(SWITCH_POLL_S)
+                return await self._replace(spec)
+            finally:
+                self._switching = None
+                switched.set()
+
+    async def _reopen(self, failed: Engine) -> Engine:
+        """A fresh engine for the model of ``failed``, whose decode thread died."""
+        async with self._lock:
+            current = self._engine
+            if current is not None and current is not failed and not current.failed:
+                return current  # another request opened it meanwhile
+            if current is None:
+                raise NoModelLoaded()
+            logger.warning("the engine of %s failed; opening it again", current.info.model_id)
+            return await self._replace(self.registry.get(current.info.model_id))
+
+    def _refuse_if_draining(self) -> None:
+        if self._draining:
+            raise GenerationAborted("The server is shutting down.")
 
     async def _replace(self, spec: ModelSpec) -> Engine:
         progress = LoadProgress(spec.id)
@@ -143,16 +182,25 @@ class ModelManager:
         try:
             # Fetch first: the current model keeps serving while the next one downloads.
             path = await asyncio.to_thread(self.registry.ensure_local, spec, progress)
+            preflight = getattr(self._factory, "preflight", None)
+            if preflight is not None:  # a bad file must not cost the model being served
+                await asyncio.to_thread(preflight, spec, path)
             progress.begin("loading")
             old, self._engine = self._engine, None
             if old is not None:
+                # Closed first: two models at once may not fit a laptop's memory.
                 await asyncio.to_thread(
                     old.close,
                     GenerationAborted(
                         f"The model was switched to '{spec.id}' during the generation."
                     ),
                 )
-            engine = await asyncio.to_thread(self._open, spec, path)
+            try:
+                engine = await asyncio.to_thread(self._open, spec, path)
+            except LocalLabError:
+                if old is not None and not old.failed and old.info.model_id != spec.id:
+                    self._engine = await asyncio.to_thread(self._restore, old.info.model_id)
+                raise
             self._engine = engine
             self._last = progress.finish("ready")
             logger.info("model %s loaded", spec.id)
@@ -171,6 +219,17 @@ class ModelManager:
         finally:
             self._loading = None
 
+    def _restore(self, model_id: str) -> Engine | None:
+        """Open ``model_id`` again after another model failed to load in its place."""
+        try:
+            spec = self.registry.get(model_id)
+            engine = self._open(spec, self.registry.ensure_local(spec))
+        except Exception:
+            logger.exception("could not open %s again after a failed load", model_id)
+            return None
+        logger.info("model %s opened again after the failed load", model_id)
+        return engine
+
     def _open(self, spec: ModelSpec, path: Path) -> Engine:
         try:
             return self._factory(spec, path, self.settings)
@@ -181,6 +240,21 @@ class ModelManager:
             raise ModelUnavailable(
                 f"Model '{spec.id}' could not be loaded ({type(exc).__name__}); see the server log."
             ) from None
+
+    async def drain(self, grace_s: float) -> None:
+        """At shutdown: refuse new generations and loads, then wait up to ``grace_s``
+        seconds for the running and queued ones to finish (close() ends the rest)."""
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while loop.time() < deadline:
+            engine = self._engine
+            if engine is None or engine.failed:
+                return
+            stats = engine.stats()
+            if stats.active == 0 and stats.queued == 0:
+                return
+            await asyncio.sleep(SWITCH_POLL_S)
 
     async def close(self) -> None:
         """Free the engine at shutdown; a download under way stops at its next chunk."""

@@ -30,16 +30,18 @@ def slot_context(spec: ModelSpec, settings: Settings) -> int:
     return config.slot_context(settings.n_ctx, spec.context_length)
 
 
-def kv_bytes_per_token(spec: ModelSpec) -> int:
-    """Bytes of KV cache one token takes (exact when the registry gives the architecture)."""
+def kv_bytes_per_token(spec: ModelSpec, settings: Settings | None = None) -> int:
+    """Bytes of KV cache one token takes (exact when the registry gives the architecture),
+    in the cache types of ``settings`` (f16 keys and values when None)."""
+    scale = config.cache_bytes_per_pair(settings) / (2 * F16_BYTES)
     if spec.layers and spec.kv_heads and spec.head_dim:
-        return 2 * spec.layers * spec.kv_heads * spec.head_dim * F16_BYTES
-    return max(1, spec.size_bytes // KV_GUESS_DIVISOR)
+        return round(2 * spec.layers * spec.kv_heads * spec.head_dim * F16_BYTES * scale)
+    return max(1, round(spec.size_bytes // KV_GUESS_DIVISOR * scale))
 
 
 def kv_cache_bytes(spec: ModelSpec, settings: Settings) -> int:
     """Bytes of the whole KV cache: every slot's context."""
-    return kv_bytes_per_token(spec) * slot_context(spec, settings) * settings.parallel
+    return kv_bytes_per_token(spec, settings) * slot_context(spec, settings) * settings.parallel
 
 
 def estimated_need(spec: ModelSpec, settings: Settings | None = None, size: int = 0) -> int:

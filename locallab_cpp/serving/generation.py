@@ -8,13 +8,27 @@ and limits with its own defaults, calls these, and translates the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from locallab_cpp.engine.base import Engine
-from locallab_cpp.engine.types import Completion, GenerationHandle, GenerationInput, SamplingParams
-from locallab_cpp.errors import ContextLengthExceeded
+from locallab_cpp.engine.types import (
+    Completion,
+    Finished,
+    GenerationHandle,
+    GenerationInput,
+    SamplingParams,
+    TextChunk,
+    ToolSpec,
+)
+from locallab_cpp.errors import ContextLengthExceeded, LocalLabError
+from locallab_cpp.serving.reasoning import prompt_opens_reasoning
+
+logger = logging.getLogger("locallab_cpp")
+
+INTERNAL_STREAM_DETAIL = "Internal server error; see the server log."
 
 OFFLOOP_TOKENIZE_CHARS = 16_384
 """Tokenizing is fast C code, but a prompt this long is worth moving off the event loop."""
@@ -36,14 +50,43 @@ class ChatTokens:
     tokens: Tokens
     stop: tuple[str, ...]
     """Stop strings the template needs (its end-of-turn marker)."""
+    tool_format: str = "hermes"
+    """How this model writes tool calls (ChatPrompt.tool_format: "hermes", "llama3",
+    "mistral"), for serving.tools.tool_format_for."""
+    opens_reasoning: bool = False
+    """The prompt leaves a ``<think>`` open, so the output starts inside the reasoning
+    (serving.reasoning.ReasoningSplitter's ``started_in_reasoning``)."""
 
 
-async def chat_tokens(engine: Engine, messages: Sequence[Mapping[str, Any]]) -> ChatTokens:
-    """``messages`` (``{"role", "content"}`` each) as the prompt the model continues."""
-    rendered = engine.chat_prompt(messages)
+async def chat_tokens(
+    engine: Engine,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    tools: Sequence[ToolSpec] | None = None,
+) -> ChatTokens:
+    """``messages`` (``{"role", "content"}`` each, or OpenAI-style turns with tool calls and
+    results) as the prompt the model continues, offering it ``tools`` if any."""
+    rendered = engine.chat_prompt(messages, tools=tools)
     # A template that writes the BOS token's text itself must not get a second one.
-    tokens = await tokenize(engine, rendered.text, add_bos=not rendered.has_bos_text)
-    return ChatTokens(tokens, rendered.stop)
+    add_bos = not rendered.has_bos_text
+    if not rendered.segments:
+        tokens = await tokenize(engine, rendered.text, add_bos=add_bos)
+    elif len(rendered.text) > OFFLOOP_TOKENIZE_CHARS:
+        tokens = await asyncio.to_thread(_segment_tokens, engine, rendered.segments, add_bos)
+    else:
+        tokens = _segment_tokens(engine, rendered.segments, add_bos)
+    return ChatTokens(
+        tokens, rendered.stop, rendered.tool_format, prompt_opens_reasoning(rendered.text)
+    )
+
+
+def _segment_tokens(engine: Engine, segments: Sequence[tuple[str, bool]], add_bos: bool) -> Tokens:
+    """The template's pieces tokenized with special tokens parsed, the client's as plain
+    text (so a message holding ``<|im_start|>system`` cannot forge a turn); BOS only first."""
+    tokens: list[int] = []
+    for index, (text, client) in enumerate(segments):
+        tokens += engine.tokenize(text, add_bos=add_bos and index == 0, special=not client)
+    return tuple(tokens)
 
 
 def check_fits(engine: Engine, prompts: Sequence[Tokens]) -> None:
@@ -114,3 +157,43 @@ def usage_of(done: Sequence[Completion]) -> TokenUsage:
         completion_tokens=sum(c.completion_tokens for c in done),
         cached_prompt_tokens=sum(c.cached_tokens for c in done),
     )
+
+
+async def merged_events(
+    handles: Sequence[GenerationHandle],
+) -> AsyncGenerator[tuple[int, TextChunk | Finished], None]:
+    """The events of several generations as they come, each with its handle's index.
+
+    For streaming ``n`` choices (or several prompts) in one response: each handle is read
+    by its own task, so a slow choice never holds back a fast one. The first error ends the
+    iteration as a LocalLabError (an unexpected one logged and replaced by a detail without
+    internals); leaving early, or an error, cancels every generation still running.
+    """
+    queue: asyncio.Queue[tuple[int, TextChunk | Finished | BaseException]] = asyncio.Queue()
+
+    async def pump(index: int, handle: GenerationHandle) -> None:
+        try:
+            async for event in handle.events():
+                queue.put_nowait((index, event))
+        except Exception as exc:
+            queue.put_nowait((index, exc))
+
+    tasks = [asyncio.ensure_future(pump(i, h)) for i, h in enumerate(handles)]
+    running = len(handles)
+    try:
+        while running:
+            index, item = await queue.get()
+            if isinstance(item, LocalLabError):
+                raise item
+            if isinstance(item, BaseException):
+                # "stream failed" is what the end-to-end suite looks for in the server log.
+                logger.error("stream failed", exc_info=item)
+                raise LocalLabError(INTERNAL_STREAM_DETAIL) from item
+            if isinstance(item, Finished):
+                running -= 1
+            yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        for handle in handles:
+            handle.cancel()  # a no-op for the finished ones

@@ -321,7 +321,8 @@ def test_sigterm_exit_status_is_zero() -> None:
 def test_sigterm_during_a_stream_ends_it_with_error_and_done(
     server_factory: Callable[..., ServerProcess],
 ) -> None:
-    srv = server_factory()
+    # No grace period: the stream is ended at once (test_e2e_faults covers the grace).
+    srv = server_factory("--shutdown-grace-s", "0")
     body = {"prompt": ENDLESS_PROMPT, "max_length": 4000, "stream": True, **ENDLESS_PARAMS}
     with srv.client() as c, c.stream("POST", "/generate", json=body) as r:
         check_sse_response(r)

@@ -24,6 +24,8 @@ from locallab_cpp.engine.types import (
     GenerationHandle,
     GenerationInput,
     TextChunk,
+    TokenAlternative,
+    TokenLogprob,
     ToolSpec,
 )
 from locallab_cpp.errors import (
@@ -56,6 +58,9 @@ class FakeEngine:
         gate: threading.Event | None = None,
         retry_after: int = 7,
         stagger: float = 0.0,
+        fim: bool = True,
+        output: Sequence[str] | None = None,
+        tool_format: str = "hermes",
     ) -> None:
         self.spec = spec
         self.path = path
@@ -68,6 +73,12 @@ class FakeEngine:
         self.gate = gate
         self.retry_after = retry_after
         self.stagger = stagger
+        self.fim = fim
+        self.tool_format = tool_format
+        """The ChatPrompt.tool_format chat_prompt reports (the model family's call format)."""
+        self.output = list(output) if output is not None else None
+        """Chunks every generation produces instead of the echo (a tool call in some
+        family's format, a <think> block...); settable per test."""
         self.seen: list[GenerationInput] = []
         self.finished_order: list[GenerationInput] = []
         self.chat_calls: list[list[dict[str, Any]]] = []
@@ -75,6 +86,8 @@ class FakeEngine:
         """The ``tools`` of each chat_prompt call (None: none given)."""
         self.closed_with: LocalLabError | None = None
         self.closed = False
+        self.failed = False
+        """Engine.failed: set by a test to play an engine whose decode thread died."""
         self._vocab: dict[str, int] = {}
         self._words: dict[int, str] = {}
         self._lock = threading.Lock()
@@ -113,11 +126,15 @@ class FakeEngine:
             cached_prompt_tokens=0,
         )
 
-    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
+        """One id per word; without ``special``, a ``<marker>`` word is plain text, an id of
+        its own (the word ``\\<marker>``), as a real tokenizer spells a control token out."""
         if self.tokenize_error is not None:
             raise self.tokenize_error
         ids = [1] if add_bos else []  # 1 is BOS
         for word in text.split():
+            if not special and word.startswith("<"):
+                word = "\\" + word
             if word not in self._vocab:
                 token = len(self._vocab) + 2
                 self._vocab[word] = token
@@ -140,7 +157,18 @@ class FakeEngine:
         for m in messages:
             text += f"<{m['role']}> {m.get('content') or ''} "
             text += "".join(f"<call> {c['function']['name']} " for c in m.get("tool_calls") or ())
-        return ChatPrompt(text=text + "<assistant>", stop=(CHAT_STOP,), has_bos_text=False)
+        return ChatPrompt(
+            text=text + "<assistant>",
+            stop=(CHAT_STOP,),
+            has_bos_text=False,
+            tool_format=self.tool_format,
+        )
+
+    def fim_prompt(self, prefix: str, suffix: str) -> list[int] | None:
+        """Ids of ``<pre> prefix <suf> suffix <mid>``; None when made with ``fim=False``."""
+        if not self.fim:
+            return None
+        return self.tokenize(f"<pre> {prefix} <suf> {suffix} <mid>")
 
     def submit(self, inputs: Sequence[GenerationInput]) -> list[GenerationHandle]:
         loop = asyncio.get_running_loop()
@@ -180,8 +208,24 @@ class FakeEngine:
 
     def chunks_for(self, inp: GenerationInput) -> list[str]:
         """The text chunks a prompt generates: an echo of it, then a chunk with a newline."""
+        if self.output is not None:
+            return list(self.output)
         words = [w for w in self.detokenize(inp.prompt_tokens).split() if not w.startswith("<")]
         return ["Echo:", " " + " ".join(words), "\nline two", " end"]
+
+    @staticmethod
+    def logprobs_for(inp: GenerationInput, chunk: str) -> tuple[TokenLogprob, ...]:
+        """One made-up token per chunk when logprobs are asked for: logprob -0.5, and
+        ``inp.logprobs`` alternatives (the chunk itself first)."""
+        if inp.logprobs is None:
+            return ()
+        piece = chunk.encode("utf-8")
+        top = [TokenAlternative(id=7, text=chunk, piece=piece, logprob=-0.5)]
+        top += [
+            TokenAlternative(id=100 + k, text=f"alt{k}", piece=f"alt{k}".encode(), logprob=-2.0 - k)
+            for k in range(inp.logprobs - 1)
+        ]
+        return (TokenLogprob(7, chunk, piece, -0.5, tuple(top[: inp.logprobs])),)
 
     async def _produce(self, handle: GenerationHandle, inp: GenerationInput, delay: float) -> None:
         if delay:
@@ -194,12 +238,15 @@ class FakeEngine:
                 await asyncio.sleep(0.005)
         chunks = self.chunks_for(inp)[: inp.max_tokens]
         reason = "length" if inp.max_tokens < len(self.chunks_for(inp)) else "stop"
+        reported: list[TokenLogprob] = []
         for i, chunk in enumerate(chunks):
             await asyncio.sleep(0)
             if self.fail_after is not None and i == self.fail_after:
                 self._push_last(handle, self.failure)
                 return
-            if handle.cancelled.is_set() or not self._push(handle, TextChunk(chunk)):
+            logprobs = self.logprobs_for(inp, chunk)
+            reported.extend(logprobs)
+            if handle.cancelled.is_set() or not self._push(handle, TextChunk(chunk, logprobs)):
                 self._drop(handle)
                 return
             self._generated += 1
@@ -212,6 +259,7 @@ class FakeEngine:
                 prompt_tokens=len(inp.prompt_tokens),
                 completion_tokens=len(chunks),
                 cached_tokens=0,
+                logprobs=tuple(reported),
             ),
         )
 

@@ -63,9 +63,18 @@ def write_registry(tmp_path: Path) -> Path:
     return path
 
 
+TEST_HOSTS = ("testserver", "testserver.local")
+"""The Host names the test clients send (Litestar's TestClient, httpx's ASGI transport)."""
+
+
 def make_settings(models_file: Path, **overrides: Any) -> Settings:
-    """Test settings: our registry, rate limiting off unless asked for."""
-    values: dict[str, Any] = {"models_file": str(models_file), "rate_limit": 0.0}
+    """Test settings: our registry, rate limiting off unless asked for, and the test
+    clients' Host names allowed by the Host check."""
+    values: dict[str, Any] = {
+        "models_file": str(models_file),
+        "rate_limit": 0.0,
+        "allowed_hosts": TEST_HOSTS,
+    }
     values.update(overrides)
     return Settings(**values)
 

@@ -30,6 +30,7 @@ def test_stack_order_is_as_documented(models_file: Path) -> None:
         "host_check",
         "cors",
         "api_key",
+        "content_type",
         "rate_limit",
     )
     with make_client(models_file, rate_limit=60.0) as client:

@@ -7,7 +7,9 @@ for a genuine engine failure.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+from litestar.openapi.spec import OpenAPIType, Schema
 
 from locallab_cpp.errors import ErrorKind, LocalLabError
 from locallab_cpp.http.errors import Problem
@@ -22,6 +24,7 @@ STATUS_OF_KIND: dict[ErrorKind, int] = {
     ErrorKind.NO_MODEL: 503,
     ErrorKind.CONFLICT: 409,
     ErrorKind.TOO_LARGE: 413,
+    ErrorKind.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorKind.CONTEXT_LENGTH: 413,
     ErrorKind.RATE_LIMITED: 429,
     ErrorKind.BUSY: 503,
@@ -42,6 +45,14 @@ def error_body(detail: str) -> dict[str, str]:
 
 class LocalLabErrors:
     """The LocalLab API's :class:`~locallab_cpp.http.errors.ErrorRenderer`."""
+
+    body_schema: ClassVar[Schema] = Schema(
+        type=OpenAPIType.OBJECT,
+        required=["detail"],
+        properties={"detail": Schema(type=OpenAPIType.STRING)},
+        additional_properties=False,
+    )
+    """The error body at /schema (http/openapi.py)."""
 
     def status(self, kind: ErrorKind) -> int:
         """The reference's status code for ``kind``."""

@@ -282,7 +282,9 @@ class AvailableModels(msgspec.Struct, kw_only=True):
 class Health(msgspec.Struct, kw_only=True):
     """Reply to GET /health."""
 
-    status: Literal["healthy"]
+    status: Literal["healthy", "degraded"]
+    """"degraded" while the loaded model's engine has failed (model_loaded is then false and
+    model_id names it); the next request or load opens it again."""
     model_loaded: bool
     model_id: str | None
 
@@ -349,7 +351,11 @@ class ActiveModel(msgspec.Struct, kw_only=True):
     n_batch: int
     quantization: str
     kv_cache_bytes: int
-    """Size of the KV cache of all slots (f16 keys and values)."""
+    """Size of the KV cache of all slots (in its key and value formats)."""
+    cache_type_k: str = "f16"
+    """Number format of the cached keys (--cache-type-k)."""
+    cache_type_v: str = "f16"
+    """Number format of the cached values (--cache-type-v)."""
     repack: str = "on"
     """How llama.cpp may repack the weights (--repack): on, no-amx (CPU_REPACK only) or off."""
     repack_reason: str = ""

@@ -1,18 +1,24 @@
 """Chat prompts: the GGUF's own chat template, else a llama-cpp-python chat format by name.
 
 Tools, tool calls and tool results reach a template as far as it shows them; the rest is
-written into text turns (chat_tools.py).
+written into text turns (chat_tools.py). Client text that holds a control token's text is
+marked so it is tokenized as plain text (chat_segments.py).
+
+Templates render in llama-cpp-python's ImmutableSandboxedEnvironment: a template that
+reaches for Python internals (``''.__class__``, ``cycler.__init__.__globals__``) gets
+undefined values or a SecurityError, never the objects; a template error, its own
+``raise_exception`` included, is the client's InvalidRequest (400).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from llama_cpp import llama_chat_format
 
-from locallab_cpp.engine.llama import chat_tools
+from locallab_cpp.engine.llama import chat_segments, chat_tools
 from locallab_cpp.engine.types import ChatMessage, ChatPrompt, ToolSpec
 from locallab_cpp.errors import ConfigError, InvalidRequest
 
@@ -48,6 +54,20 @@ def _fold_system(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{"role": "user", "content": system}, *rest]
 
 
+def _compiled(template: str | None, *, eos_text: str, bos_text: str) -> Any:
+    """The GGUF template as a sandboxed Jinja formatter; None when there is none or it does
+    not compile (logged; the named format is used instead, as llama.cpp falls back)."""
+    if not template:
+        return None
+    try:
+        return llama_chat_format.Jinja2ChatFormatter(
+            template=template, eos_token=eos_text, bos_token=bos_text
+        )
+    except Exception as exc:  # a Jinja syntax error in the model file
+        logger.warning("the model's chat template does not compile (%s); ignoring it", exc)
+        return None
+
+
 class ChatTemplate:
     """Renders messages with the model's template (GGUF first, then the registry's name)."""
 
@@ -58,20 +78,24 @@ class ChatTemplate:
         chat_format: str | None,
         bos_text: str,
         eos_text: str,
+        control_texts: Iterable[str] = (),
     ) -> None:
         self._bos_text = bos_text
+        self._control = chat_segments.ControlTexts(control_texts)
+        """The vocabulary's control-token texts, kept out of what the client wrote."""
         self._fold = False
         self.caps = chat_tools.PLAIN
         """What the template shows of tools (a named format: nothing)."""
-        if gguf_template:
-            formatter = llama_chat_format.Jinja2ChatFormatter(
-                template=gguf_template, eos_token=eos_text, bos_token=bos_text
-            )
+        self.tool_format = "hermes"
+        """The tool-call format the model answers in (chat_tools.tool_format)."""
+        formatter = _compiled(gguf_template, eos_text=eos_text, bos_text=bos_text)
+        if formatter is not None:
             self.name = "gguf"
             self._format: Callable[..., Any] = formatter
             self.caps = chat_tools.probe(
                 lambda messages, tools: str(self._format(messages=messages, tools=tools).prompt)
             )
+            self.tool_format = chat_tools.tool_format(gguf_template, self.caps)
         else:
             name = chat_format or FALLBACK_FORMAT
             if chat_format is None:
@@ -90,12 +114,7 @@ class ChatTemplate:
         prepared, template_tools = chat_tools.prepare(messages, tools, self.caps)
         if self._fold:
             prepared = _fold_system(prepared)
-        try:
-            result = self._format(messages=prepared, tools=template_tools)
-        except Exception as exc:  # the template's raise_exception, or a Jinja error
-            raise InvalidRequest(
-                f"The model's chat template cannot render this conversation: {exc}"[:500]
-            ) from None
+        result = self._call(prepared, template_tools)
         stop = result.stop
         stops: tuple[str, ...]
         if stop is None:
@@ -105,8 +124,26 @@ class ChatTemplate:
         else:
             stops = tuple(stop)
         text: str = result.prompt
+        segments = chat_segments.segments(
+            text,
+            prepared,
+            template_tools,
+            self._control,
+            lambda m, t: str(self._call(m, t).prompt),
+        )
         return ChatPrompt(
             text=text,
             stop=stops,
             has_bos_text=bool(self._bos_text) and text.startswith(self._bos_text),
+            tool_format=self.tool_format,
+            segments=segments,
         )
+
+    def _call(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> Any:
+        """The formatter's result; InvalidRequest for any failure of the template."""
+        try:
+            return self._format(messages=messages, tools=tools)
+        except Exception as exc:  # the template's raise_exception, a Jinja or sandbox error
+            raise InvalidRequest(
+                f"The model's chat template cannot render this conversation: {exc}"[:500]
+            ) from None

@@ -2,7 +2,8 @@
 
 This is the event-loop side: it validates and queues sequences, reports counters and
 renders chat prompts. The decode thread (scheduler.py) owns the llama.cpp context; the
-model's vocabulary is read-only, so tokenizing may happen on any thread.
+model's vocabulary is read-only, so tokenizing may happen on any thread. Every call that
+reads the model holds a lease (engine/lease.py): close() frees nothing while one is held.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import llama_cpp
 
 from locallab_cpp.config import Settings
 from locallab_cpp.engine.base import EngineInfo, EngineStats
+from locallab_cpp.engine.lease import Leases
 from locallab_cpp.engine.llama import extras
+from locallab_cpp.engine.llama.chat_segments import vocab_control_texts
 from locallab_cpp.engine.llama.chat_template import ChatTemplate
+from locallab_cpp.engine.llama.gguf import GGUFError, check_gguf
 from locallab_cpp.engine.llama.loading import open_model
 from locallab_cpp.engine.llama.scheduler import DecodeLoop
 from locallab_cpp.engine.llama.slots import Job
@@ -34,6 +38,7 @@ from locallab_cpp.errors import (
     EngineFailure,
     GenerationAborted,
     LocalLabError,
+    ModelUnavailable,
     PayloadTooLarge,
     ServerBusy,
 )
@@ -46,6 +51,7 @@ class LlamaEngine:
     def __init__(self, *, spec: ModelSpec, path: Path, settings: Settings) -> None:
         self._settings = settings
         self._parallel = settings.parallel
+        self._leases = Leases()
         self._loaded = open_model(spec, path, settings)
         model = self._loaded.model
         self._vocab = model.vocab
@@ -60,6 +66,7 @@ class LlamaEngine:
             chat_format=spec.chat_format,
             bos_text=bos_text,
             eos_text=pieces.text(eos) if eos >= 0 else "",
+            control_texts=vocab_control_texts(self._vocab),
         )
         self._info = EngineInfo(
             model_id=spec.id,
@@ -80,6 +87,7 @@ class LlamaEngine:
             n_batch=settings.n_batch,
             draft=not settings.no_draft,
             name=spec.id,
+            max_generation_s=settings.max_generation_s,
         )
 
     @property
@@ -87,26 +95,37 @@ class LlamaEngine:
         """Static facts about the loaded model."""
         return self._info
 
+    @property
+    def failed(self) -> bool:
+        """Whether the decode thread died; see :attr:`locallab_cpp.engine.base.Engine.failed`."""
+        return self._loop.failed
+
     def stats(self) -> EngineStats:
-        """Live counters (read without the lock: a slightly stale view is fine)."""
+        """Live counters (the others read without the lock: a slightly stale view is fine)."""
         loop = self._loop
+        with loop.cond:  # the decode thread changes the queue meanwhile
+            queued = loop.queued()
         return EngineStats(
             active=loop.n_active,
-            queued=len(loop.pending),
+            queued=queued,
             generated_tokens=loop.generated,
             prompt_tokens=loop.prompt_total,
             cached_prompt_tokens=loop.cached_total,
             drafted_tokens=loop.drafted_total,
         )
 
-    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
-        """Token ids of ``text``. The vocabulary is read-only, so any thread may call this."""
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
+        """Token ids of ``text``; control-token texts become control tokens only when
+        ``special`` (client text in a chat is tokenized without). The vocabulary is
+        read-only, so any thread may call this; GenerationAborted once the engine is
+        closing."""
         data = text.encode("utf-8")
         n_max = len(data) + 8
         buf = (llama_cpp.llama_token * n_max)()
-        n = llama_cpp.llama_tokenize(
-            self._vocab, data, len(data), buf, n_max, add_bos and self._add_bos, True
-        )
+        with self._leases.hold():
+            n = llama_cpp.llama_tokenize(
+                self._vocab, data, len(data), buf, n_max, add_bos and self._add_bos, special
+            )
         if n < 0:
             raise EngineFailure("tokenization failed")
         return list(buf[:n])
@@ -119,10 +138,38 @@ class LlamaEngine:
     ) -> ChatPrompt:
         """Render a conversation with the model's chat template; see
         :meth:`locallab_cpp.engine.base.Engine.chat_prompt`."""
-        return self._template.render(messages, tools)
+        with self._leases.hold():
+            return self._template.render(messages, tools)
+
+    def fim_prompt(self, prefix: str, suffix: str) -> list[int] | None:
+        """The prefix-suffix-middle prompt llama-server's /infill builds, or None when the
+        vocabulary lacks a FIM prefix, suffix or middle token."""
+        with self._leases.hold():
+            return self._fim_prompt(prefix, suffix)
+
+    def _fim_prompt(self, prefix: str, suffix: str) -> list[int] | None:
+        vocab = self._vocab
+        pre = llama_cpp.llama_vocab_fim_pre(vocab)
+        suf = llama_cpp.llama_vocab_fim_suf(vocab)
+        mid = llama_cpp.llama_vocab_fim_mid(vocab)
+        if min(pre, suf, mid) < 0:  # LLAMA_TOKEN_NULL: the model was not trained for FIM
+            return None
+        bos = [self._loaded.model.token_bos()] if self._add_bos else []
+        return [
+            *bos,
+            pre,
+            *self.tokenize(prefix, add_bos=False),
+            suf,
+            *self.tokenize(suffix, add_bos=False),
+            mid,
+        ]
 
     def submit(self, inputs: Sequence[GenerationInput]) -> list[GenerationHandle]:
         """Queue sequences, all or none; see :class:`locallab_cpp.engine.base.Engine`."""
+        with self._leases.hold():
+            return self._submit(inputs)
+
+    def _submit(self, inputs: Sequence[GenerationInput]) -> list[GenerationHandle]:
         loop = asyncio.get_running_loop()
         groups = [inp.copies() for inp in inputs]
         for inp in inputs:
@@ -138,10 +185,15 @@ class LlamaEngine:
         jobs = []
         decode = self._loop
         with decode.cond:
+            if decode.failed:
+                raise GenerationAborted(
+                    "The model's engine failed; retry: the next request reopens it.",
+                    retry_after=1,
+                )
             if decode.stopping:
                 raise GenerationAborted("The model is being unloaded; retry shortly.")
             count = sum(len(group) for group in groups)
-            waiting_after = len(decode.pending) + count - decode.free_slots()
+            waiting_after = decode.queued() + count - decode.free_slots()
             if waiting_after > self._settings.queue_size:
                 raise ServerBusy(retry_after=self._retry_after())
             for group in groups:
@@ -164,7 +216,13 @@ class LlamaEngine:
         self._loop.wake()
 
     def close(self, reason: LocalLabError | None = None) -> None:
-        """Stop the decode thread, end in-flight sequences with ``reason``, free memory."""
+        """Stop the decode thread, end in-flight sequences with ``reason``, free memory.
+
+        New calls are refused from now on, and the memory is freed only once the calls
+        already inside (a long tokenization in a worker thread) have returned. A failed
+        engine is freed too.
+        """
+        self._leases.close()
         if self._loop.stop(reason or GenerationAborted()):
             self._loaded.close()
 
@@ -172,6 +230,28 @@ class LlamaEngine:
 EngineFactory = Callable[[ModelSpec, Path, Settings], LlamaEngine]
 
 
-def open_llama_engine(spec: ModelSpec, path: Path, settings: Settings) -> LlamaEngine:
-    """Load ``path`` and start its decode thread (blocking: call from a worker thread)."""
-    return LlamaEngine(spec=spec, path=path, settings=settings)
+class LlamaEngineFactory:
+    """Opens LlamaEngines; the ModelManager also asks it to check a file before a load."""
+
+    def __call__(self, spec: ModelSpec, path: Path, settings: Settings) -> LlamaEngine:
+        """Load ``path`` and start its decode thread (blocking: call from a worker thread)."""
+        return LlamaEngine(spec=spec, path=path, settings=settings)
+
+    def preflight(self, spec: ModelSpec, path: Path) -> None:
+        """Raise ModelUnavailable unless ``path`` is a whole GGUF file (gguf.check_gguf).
+
+        Cheap (the header only) and run before the current model is closed, so that a
+        damaged or truncated file never costs the model being served.
+        """
+        try:
+            check_gguf(path)
+        except (GGUFError, OSError) as exc:
+            detail = str(exc) if isinstance(exc, GGUFError) else type(exc).__name__
+            raise ModelUnavailable(
+                f"Model '{spec.id}' cannot be loaded: its GGUF file is damaged or incomplete "
+                f"({detail}). Download it again (python -m locallab_cpp models pull)."
+            ) from None
+
+
+open_llama_engine = LlamaEngineFactory()
+"""Load a model and start its decode thread (blocking: call from a worker thread)."""

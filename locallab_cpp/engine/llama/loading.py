@@ -13,7 +13,7 @@ from typing import Any
 import llama_cpp
 from llama_cpp import _internals
 
-from locallab_cpp.config import Settings, slot_context
+from locallab_cpp.config import CACHE_TYPE_BYTES, Settings, slot_context
 from locallab_cpp.engine.llama import drafting
 from locallab_cpp.engine.llama.repack import AppliedRepack, apply_repack, resolve_repack
 from locallab_cpp.errors import ModelUnavailable
@@ -26,6 +26,9 @@ CPU_UBATCH = 128
 """Tokens llama.cpp computes at once on the CPU. Its compute buffer grows with this; 128
 keeps the CPU's matrix kernels as busy as 512 (docs/benchmarks.md), and the server's peak
 memory is lower than at 256."""
+
+GGML_CACHE_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+"""ggml type ids (ggml.h) of the KV cache types the settings offer."""
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -73,8 +76,11 @@ def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
 
 
-def kv_cache_bytes(metadata: Mapping[str, str], cells: int) -> int:
-    """Bytes of the f16 KV cache for ``cells`` token cells, from the GGUF's metadata."""
+def kv_cache_bytes(
+    metadata: Mapping[str, str], cells: int, k_bytes: float = 2.0, v_bytes: float = 2.0
+) -> int:
+    """Bytes of the KV cache for ``cells`` token cells, from the GGUF's metadata, with keys
+    and values of ``k_bytes`` and ``v_bytes`` an element (f16: 2)."""
     arch = metadata.get("general.architecture", "")
 
     def number(key: str, default: int = 0) -> int:
@@ -89,7 +95,7 @@ def kv_cache_bytes(metadata: Mapping[str, str], cells: int) -> int:
     head_dim = number("embedding_length") // max(1, heads)
     key_len = number("attention.key_length", head_dim)
     value_len = number("attention.value_length", head_dim)
-    return layers * kv_heads * (key_len + value_len) * 2 * cells
+    return round(layers * kv_heads * (key_len * k_bytes + value_len * v_bytes) * cells)
 
 
 @dataclass
@@ -104,6 +110,8 @@ class LoadedModel:
     threads: int
     repack: AppliedRepack
     """Held for the model's life: llama.cpp keeps the override list's pointer."""
+    cache_types: tuple[str, str] = ("f16", "f16")
+    """The KV cache's key and value number formats (--cache-type-k/v)."""
 
     def details(self, spec: ModelSpec, parallel: int, n_batch: int) -> dict[str, Any]:
         """Facts about the load for /system/info."""
@@ -116,7 +124,14 @@ class LoadedModel:
             "threads": self.threads,
             "n_batch": n_batch,
             "quantization": spec.quantization,
-            "kv_cache_bytes": kv_cache_bytes(metadata, self.n_ctx_slot * parallel),
+            "kv_cache_bytes": kv_cache_bytes(
+                metadata,
+                self.n_ctx_slot * parallel,
+                CACHE_TYPE_BYTES[self.cache_types[0]],
+                CACHE_TYPE_BYTES[self.cache_types[1]],
+            ),
+            "cache_type_k": self.cache_types[0],
+            "cache_type_v": self.cache_types[1],
             "repack": self.repack.plan.mode,
             "repack_reason": self.repack.plan.reason,
         }
@@ -162,6 +177,8 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
     cparams.n_threads_batch = threads
     # Full-size SWA cache: prefix reuse needs to cut a sequence's cache at any position.
     cparams.swa_full = True
+    cparams.type_k = GGML_CACHE_TYPES[settings.cache_type_k]
+    cparams.type_v = GGML_CACHE_TYPES[settings.cache_type_v]
     # One KV stream per slot: each slot gets exactly its context, and attention does not
     # scan the other slots' cells.
     cparams.kv_unified = False
@@ -186,4 +203,5 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
         n_gpu_layers=n_gpu_layers if gpu_offload_supported() else 0,
         threads=threads,
         repack=repack,
+        cache_types=(settings.cache_type_k, settings.cache_type_v),
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 import llama_cpp
 
-from locallab_cpp.engine.llama import drafting, extras
+from locallab_cpp.engine.llama import drafting, extras, guesses
 from locallab_cpp.engine.llama.batch import StepBatch
 from locallab_cpp.engine.llama.copies import CopyGroups
 from locallab_cpp.engine.llama.loading import LoadedModel
@@ -61,7 +61,14 @@ class DecodeLoop:
     """Slots, the queue of waiting jobs, and the thread that decodes them."""
 
     def __init__(
-        self, loaded: LoadedModel, *, parallel: int, n_batch: int, draft: bool, name: str
+        self,
+        loaded: LoadedModel,
+        *,
+        parallel: int,
+        n_batch: int,
+        draft: bool,
+        name: str,
+        max_generation_s: float = 0.0,
     ) -> None:
         self._loaded = loaded
         self._ctx = loaded.ctx.ctx
@@ -78,7 +85,15 @@ class DecodeLoop:
         self.pending: deque[Job] = deque()
         self.cond = threading.Condition()
         self.stopping = False
+        """No new job is taken: stop() was called, or the thread failed."""
+        self.failed = False
+        """The thread ended with an unexpected exception; the context may be in any state,
+        so the engine must be closed and opened again (ModelManager does)."""
+        self._stop_requested = False
         self._close_reason: LocalLabError | None = None
+        self._time_limit = max_generation_s
+        self._started = [0.0] * parallel
+        """When each slot's job was admitted (time.monotonic), for max_generation_s."""
         self.n_active = 0
         self.generated = 0
         self.prompt_total = 0
@@ -91,6 +106,12 @@ class DecodeLoop:
         """Slots without a job (call with ``cond`` held)."""
         return sum(1 for s in self.slots if s.job is None)
 
+    def queued(self) -> int:
+        """Queued jobs whose client is still waiting (call with ``cond`` held): a cancelled
+        job stays in ``pending`` until admission skips it, and must not take a queue place
+        (or count as waiting for a model switch) meanwhile."""
+        return sum(1 for job in self.pending if not job.handle.cancelled.is_set())
+
     def wake(self) -> None:
         """Make the thread look at its queue and cancellations again."""
         with self.cond:
@@ -98,10 +119,12 @@ class DecodeLoop:
 
     def stop(self, reason: LocalLabError) -> bool:
         """End every sequence with ``reason``, join the thread and free the batch and the
-        samplers; False if it was already stopping."""
+        samplers; False if it was already called. A thread that failed has stopped by
+        itself and is still cleaned up here."""
         with self.cond:
-            if self.stopping:
+            if self._stop_requested:
                 return False
+            self._stop_requested = True
             self.stopping = True
             self._close_reason = reason
             self.cond.notify_all()
@@ -134,12 +157,13 @@ class DecodeLoop:
                     self._step(outbox)
                 if outbox:
                     self._flush(outbox)
-        except Exception as exc:  # a crash here must not hang every waiting request
+        except Exception:  # a crash here must not hang every waiting request
             logger.exception("decode loop failed")
-            self._fail_all(EngineFailure(), outbox)
             with self.cond:
+                # Marked before the jobs are failed, so that no submit slips in between.
+                self.failed = True
                 self.stopping = True
-            del exc
+            self._fail_all(EngineFailure(), outbox)
         self._fail_all(self._close_reason or GenerationAborted(), outbox)
 
     def _flush(self, outbox: Outbox) -> None:
@@ -203,6 +227,7 @@ class DecodeLoop:
             keep = 0
         del slot.kv_tokens[keep:]
         slot.job = job
+        self._started[slot.seq_id] = time.monotonic()
         slot.prompt_pos = keep
         slot.next_token = None
         job.cached_tokens = keep
@@ -212,6 +237,8 @@ class DecodeLoop:
         slot.sampler = None if params.greedy else make_sampler(params)
         if extras.wanted(job.inp):
             job.extras = extras.Extras(job.inp, self._vocab, self._pieces)
+        if job.inp.keep_special:
+            job.keep_ids = self._pieces.special_ids(job.inp.keep_special)
         self.n_active += 1
         self.prompt_total += len(prompt)
         self.cached_total += keep
@@ -245,28 +272,6 @@ class DecodeLoop:
             if slot.job is not None and slot.job.handle.cancelled.is_set():
                 self._release(slot)
 
-    def _plain_greedy(self, slot: Slot) -> bool:
-        job = slot.job
-        return job is not None and slot.sampler is None and extras.plain_greedy(job.inp)
-
-    def _drafts_this_step(self, generating: list[Slot], decode_only: bool) -> int:
-        """Guesses per sequence for this step (0: plain step); see drafting.py.
-
-        Only steps that decode and nothing else draft, so that the controller compares
-        like with like.
-        """
-        if self._drafts is None or not generating or not decode_only:
-            return 0
-        count = drafting.drafts_per_sequence(len(generating))
-        if count == 0:
-            return 0
-        for slot in generating:
-            if not self._plain_greedy(slot):
-                return 0
-            if len(slot.kv_tokens) + 1 + count >= self._n_ctx_slot:
-                return 0
-        return count if self._drafts.should_draft(len(generating)) else 0
-
     def _argmax(self, index: int) -> int:
         return int(logits_row(self._ctx, index, self._n_vocab).argmax())
 
@@ -276,18 +281,18 @@ class DecodeLoop:
         generating = [s for s in self.slots if s.job is not None and s.next_token is not None]
         # Only steps that decode and nothing else tell the controller what drafting is worth.
         decode_only = not any(s.prefilling for s in self.slots)
-        n_drafts = self._drafts_this_step(generating, decode_only)
+        n_drafts = guesses.drafts_this_step(self._drafts, generating, decode_only, self._n_ctx_slot)
         for slot in generating:
             token = slot.next_token
             assert token is not None
             slot.next_token = None
             batch.add(slot, token, True)
             if n_drafts:
-                guesses = drafting.propose(slot.kv_tokens, n_drafts)
+                proposed = drafting.propose(slot.kv_tokens, n_drafts)
                 # llama.cpp micro-batches per-slot KV streams only with equal token counts
                 # per sequence, so every sequence sends the same number of guesses.
-                guesses += [token] * (n_drafts - len(guesses))
-                for guess in guesses:
+                proposed += [token] * (n_drafts - len(proposed))
+                for guess in proposed:
                     batch.add(slot, guess, True, draft=True)
         budget = batch.capacity - batch.n
         if generating:
@@ -315,7 +320,13 @@ class DecodeLoop:
                 continue
             index, slot.out_index = slot.out_index, -1
             if slot.draft_rows:
-                tokens = self._verify(slot, index)
+                verified = guesses.verify(slot, index, self._argmax, self._memory)
+                if verified is None:
+                    outbox.append((slot.job.handle, EngineFailure()))
+                    self._release(slot)
+                    continue
+                tokens = verified
+                self.drafted_total += len(tokens) - 1
             else:
                 # A source of copies hands its prompt and logits to them first (copies.py).
                 self.cached_total += self.copies.fan_out(
@@ -333,24 +344,6 @@ class DecodeLoop:
                 len(generating), n_drafts > 0, produced, time.perf_counter() - started
             )
 
-    def _verify(self, slot: Slot, index: int) -> list[int]:
-        """The tokens greedy decoding gives from this step's rows of ``slot``: its next token,
-        then one more for every guess that was right. Wrong guesses leave the KV cache."""
-        tokens = [self._argmax(index)]
-        for guess, row in zip(slot.drafts, slot.draft_rows, strict=True):
-            if guess != tokens[-1]:
-                break
-            tokens.append(self._argmax(row))
-        self.drafted_total += len(tokens) - 1
-        wrong = len(slot.drafts) - (len(tokens) - 1)
-        if wrong:
-            keep = len(slot.kv_tokens) - wrong
-            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
-            del slot.kv_tokens[keep:]
-        slot.drafts.clear()
-        slot.draft_rows.clear()
-        return tokens
-
     def _on_token(self, slot: Slot, token: int, outbox: Outbox) -> None:
         job = slot.job
         assert job is not None
@@ -360,7 +353,7 @@ class DecodeLoop:
         job.completion_tokens += 1
         job.token_ids.append(token)
         self.generated += 1
-        piece = self._pieces.piece(token)
+        piece = self._pieces.piece(token, special=token in job.keep_ids)
         text_start = len(job.text)
         job.text += job.decoder.decode(piece)
         if job.track is not None:
@@ -375,11 +368,17 @@ class DecodeLoop:
                     job.track.cut(cut)
                 self._finish(slot, "stop", outbox, flush=False)
                 return
-        if job.completion_tokens >= job.max_tokens:
+        if job.completion_tokens >= job.max_tokens or self._out_of_time(slot):
             self._finish(slot, "length", outbox)
             return
         self._emit(job, len(job.text) - stop_hold(job.text, stops), outbox)
         slot.next_token = token
+
+    def _out_of_time(self, slot: Slot) -> bool:
+        """Whether the slot's job has run past max_generation_s (0: no limit); checked once
+        per token, so a generation ends within one step of its limit."""
+        limit = self._time_limit
+        return limit > 0 and time.monotonic() - self._started[slot.seq_id] >= limit
 
     def _emit(self, job: Job, upto: int, outbox: Outbox, *, final: bool = False) -> None:
         tokens: tuple[TokenLogprob, ...] = ()
