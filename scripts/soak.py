@@ -55,6 +55,8 @@ KINDS = (
     "bad_type",
 )
 JSON = {"content-type": "application/json"}
+OPENAI_MODEL = "local-model"
+"""Not a registry id, so the loaded model answers (a registry id would load that model)."""
 
 
 def _free_port() -> int:
@@ -105,11 +107,11 @@ async def _one(client: httpx.AsyncClient, tally: Tally, model: list[str]) -> Non
             prompts = [_prompt() for _ in range(random.randint(2, 6))]
             r = await client.post("/generate/batch", json={"prompts": prompts, **short})
         elif kind == "openai_chat":
-            body = {"model": model[0], "messages": [{"role": "user", "content": _prompt()}],
+            body = {"model": OPENAI_MODEL, "messages": [{"role": "user", "content": _prompt()}],
                     "max_tokens": short["max_length"], "n": random.choice([1, 2])}  # fmt: skip
             r = await client.post("/v1/chat/completions", json=body)
         elif kind == "openai_stream":
-            body = {"model": model[0], "messages": [{"role": "user", "content": _prompt()}],
+            body = {"model": OPENAI_MODEL, "messages": [{"role": "user", "content": _prompt()}],
                     "max_tokens": short["max_length"], "stream": True,
                     "stream_options": {"include_usage": True}}  # fmt: skip
             async with client.stream("POST", "/v1/chat/completions", json=body) as r:
@@ -118,7 +120,7 @@ async def _one(client: httpx.AsyncClient, tally: Tally, model: list[str]) -> Non
             tally.record(kind, r.status_code)
             return
         elif kind == "openai_completion":
-            body = {"model": model[0], "prompt": _prompt(), "max_tokens": short["max_length"]}
+            body = {"model": OPENAI_MODEL, "prompt": _prompt(), "max_tokens": short["max_length"]}
             r = await client.post("/v1/completions", json=body)
         elif kind == "bad_json":
             r = await client.post(
@@ -159,15 +161,18 @@ async def _sampler(pid: int, until: float, samples: list[tuple[float, int]]) -> 
         await asyncio.sleep(1.0)
 
 
-def _start_server(port: int, models_file: Path) -> subprocess.Popen[bytes]:
+def _start_server(port: int, models_file: Path, log: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "locallab_cpp", "serve", "--port", str(port),
            "--models-file", str(models_file), "--model", "gemma-3-270m",
            "--log-level", "warning"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The server's output goes to a file: an unread pipe fills up and blocks the server.
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited at start: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise SystemExit(f"server exited at start:\n{tail}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()["model_loaded"]:
                 return proc
@@ -191,7 +196,8 @@ def run(minutes: float) -> dict[str, Any]:
             encoding="utf-8",
         )
         port = _free_port()
-        proc = _start_server(port, models_file)
+        log = Path(tmp) / "server.log"
+        proc = _start_server(port, models_file, log)
         base = f"http://127.0.0.1:{port}"
         tally = Tally()
         samples: list[tuple[float, int]] = []
@@ -216,6 +222,7 @@ def run(minutes: float) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 code = None
+            server_log = log.read_text(encoding="utf-8", errors="replace")
     warm = [rss for t, rss in samples if t >= min(WARMUP_S, minutes * 30)]
     start_rss, end_rss = (warm[0], warm[-1]) if warm else (0, 0)
     growth = (end_rss - start_rss) / start_rss if start_rss else 0.0
@@ -230,6 +237,7 @@ def run(minutes: float) -> dict[str, Any]:
         "rss_end": end_rss,
         "rss_peak": max((rss for _, rss in samples), default=0),
         "growth": growth,
+        "tracebacks": server_log.count("Traceback"),
     }
 
 
@@ -242,6 +250,7 @@ def report(figures: dict[str, Any]) -> tuple[str, bool]:
         and not tally.failures
         and figures["growth"] <= GROWTH_LIMIT
         and figures["exit_code"] == 0
+        and figures["tracebacks"] == 0
     )
     lines = [
         f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: `python scripts/soak.py "
@@ -253,7 +262,8 @@ def report(figures: dict[str, Any]) -> tuple[str, bool]:
         + ".",
         "- Answers: " + ", ".join(f"{k}: {v}" for k, v in sorted(tally.statuses.items())) + ".",
         f"- 5xx other than 503: {len(tally.failures)}; server alive at the end: "
-        f"{figures['alive']}; exit status after SIGTERM: {figures['exit_code']}.",
+        f"{figures['alive']}; exit status after SIGTERM: {figures['exit_code']}; "
+        f"tracebacks in the server log: {figures['tracebacks']}.",
         f"- Resident memory: {figures['rss_first'] / mib:.0f} MiB at start, "
         f"{figures['rss_warm'] / mib:.0f} MiB after the warm-up minute, "
         f"{figures['rss_end'] / mib:.0f} MiB at the end (peak {figures['rss_peak'] / mib:.0f}"

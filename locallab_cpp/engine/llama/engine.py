@@ -23,7 +23,7 @@ from locallab_cpp.engine.llama import extras
 from locallab_cpp.engine.llama.chat_segments import vocab_control_texts
 from locallab_cpp.engine.llama.chat_template import ChatTemplate
 from locallab_cpp.engine.llama.gguf import GGUFError, check_gguf
-from locallab_cpp.engine.llama.loading import open_model
+from locallab_cpp.engine.llama.loading import open_model, release_freed_memory
 from locallab_cpp.engine.llama.scheduler import DecodeLoop
 from locallab_cpp.engine.llama.slots import Job
 from locallab_cpp.engine.llama.text import Pieces
@@ -225,6 +225,7 @@ class LlamaEngine:
         self._leases.close()
         if self._loop.stop(reason or GenerationAborted()):
             self._loaded.close()
+            release_freed_memory()
 
 
 EngineFactory = Callable[[ModelSpec, Path, Settings], LlamaEngine]

@@ -3,7 +3,10 @@ weight repacking, and the facts about the load that /system/info reports."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +48,17 @@ def init_backend() -> None:
             _logger.set_verbose(logger.isEnabledFor(logging.DEBUG))
             llama_cpp.llama_backend_init()
             _backend_ready = True
+
+
+def release_freed_memory() -> None:
+    """Hand the heap pages a freed model and context leave behind back to the system.
+
+    glibc keeps freed memory in its arenas for reuse; a server that loads and unloads models
+    would otherwise keep each old model's pages resident (soak test, docs/security.md).
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def gpu_offload_supported() -> bool:
