@@ -7,6 +7,7 @@ environment variables, then command-line flags.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -27,11 +28,21 @@ DEFAULT_SLOT_CONTEXT = 8192 + 2048
 room for a 2048-token prompt, capped at what the model was trained for."""
 
 
-def cache_bytes_per_pair(settings: Settings | None) -> float:
-    """Bytes one key element and one value element take together in the KV cache."""
-    if settings is None:
-        return 2 * CACHE_TYPE_BYTES["f16"]
-    return CACHE_TYPE_BYTES[settings.cache_type_k] + CACHE_TYPE_BYTES[settings.cache_type_v]
+def is_loopback_address(host: str) -> bool:
+    """Whether ``host`` (a bind address, or a client address from an ASGI scope) is on the
+    loopback interface: 127.0.0.0/8, ::1, or 127.x written as an IPv4-mapped IPv6 address
+    (::ffff:127.0.0.1, what a dual-stack socket reports for an IPv4 client).
+
+    Anything that is not an IP address (a Unix socket's empty name, a test client's made-up
+    name, "localhost") is not: without proof that a client is local, it is rate-limited.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def slot_context(n_ctx: int, trained: int | None) -> int:
@@ -47,6 +58,14 @@ CACHE_TYPE_CHOICES: tuple[str, ...] = get_args(CacheType)
 CACHE_TYPE_BYTES: dict[str, float] = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 """Bytes one KV-cache element takes in each cache type (ggml: q8_0 stores 32 values in 34
 bytes, q4_0 in 18)."""
+
+
+def cache_bytes_per_pair(settings: Settings | None) -> float:
+    """Bytes one key element and one value element take together in the KV cache."""
+    if settings is None:
+        return 2 * CACHE_TYPE_BYTES["f16"]
+    return CACHE_TYPE_BYTES[settings.cache_type_k] + CACHE_TYPE_BYTES[settings.cache_type_v]
+
 
 RepackSetting = Literal["auto", "on", "no-amx", "off"]
 REPACK_CHOICES: tuple[str, ...] = get_args(RepackSetting)
@@ -202,7 +221,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @property
     def is_loopback(self) -> bool:
         """Whether the bind address is reachable from this machine only."""
-        return self.host in {"127.0.0.1", "localhost", "::1"} or self.host.startswith("127.")
+        return self.host == "localhost" or is_loopback_address(self.host)
 
 
 FIELD_NAMES: tuple[str, ...] = Settings.__struct_fields__

@@ -138,6 +138,19 @@ class ContextLengthExceeded(PayloadTooLarge):
     kind = ErrorKind.CONTEXT_LENGTH
     default_detail = "The prompt does not fit the model's context."
 
+    @classmethod
+    def check(cls, prompt_tokens: int, n_ctx: int) -> None:
+        """Raise unless a prompt of ``prompt_tokens`` tokens leaves room in a context of
+        ``n_ctx`` tokens for at least one generated token (the one rule: serving checks it
+        before queueing, an engine again as its own guard)."""
+        if prompt_tokens >= n_ctx:
+            raise cls(
+                f"The prompt is {prompt_tokens} tokens; this model's context holds {n_ctx} "
+                "per request. Shorten the prompt, or restart the server with a larger --n-ctx."
+            )
+        if prompt_tokens == 0:
+            raise cls("The prompt is empty after tokenization.")
+
 
 class RateLimited(LocalLabError):
     """The client went over its request budget."""

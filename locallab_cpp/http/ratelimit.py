@@ -10,13 +10,13 @@ Clients on the loopback interface are exempt unless ``rate_limit_loopback`` is s
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import time
 from collections import OrderedDict
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from locallab_cpp.config import is_loopback_address
 from locallab_cpp.errors import RateLimited
 from locallab_cpp.http.errors import ErrorFormats, Problem, send_problem
 
@@ -67,23 +67,6 @@ class RateLimiter:
         return bucket.take(now)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (the client address of an ASGI scope) is on the loopback interface:
-    127.0.0.0/8, ::1, or 127.x written as an IPv4-mapped IPv6 address (::ffff:127.0.0.1,
-    what a dual-stack socket reports for an IPv4 client).
-
-    Anything that is not an IP address (a Unix socket's empty name, a test client's made-up
-    name) is not loopback: without proof that the client is local, it is limited.
-    """
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
-
-
 def is_preflight(scope: Scope) -> bool:
     """A CORS preflight: OPTIONS with Access-Control-Request-Method. A browser sends one
     before a cross-origin request; throttling it would fail the request it announces."""
@@ -120,7 +103,7 @@ class RateLimitMiddleware:
             return
         client = scope.get("client")
         host = client[0] if client else "unknown"
-        if not self.limit_loopback and is_loopback(host):
+        if not self.limit_loopback and is_loopback_address(host):
             await self.app(scope, receive, send)
             return
         wait = self.limiter.check(host)

@@ -95,15 +95,8 @@ def check_fits(engine: Engine, prompts: Sequence[Tokens]) -> None:
     Checked here, for all APIs and before anything is queued, so a batch is refused whole;
     an engine checks again as its own guard.
     """
-    n_ctx = engine.info.n_ctx
     for prompt in prompts:
-        if len(prompt) >= n_ctx:
-            raise ContextLengthExceeded(
-                f"The prompt is {len(prompt)} tokens; this model's context holds {n_ctx} "
-                "per request. Shorten the prompt, or restart the server with a larger --n-ctx."
-            )
-        if not prompt:
-            raise ContextLengthExceeded("The prompt is empty after tokenization.")
+        ContextLengthExceeded.check(len(prompt), engine.info.n_ctx)
 
 
 def inputs_for(

@@ -29,10 +29,10 @@ from locallab_cpp.engine.types import (
     ToolSpec,
 )
 from locallab_cpp.errors import (
+    ContextLengthExceeded,
     EngineFailure,
     GenerationAborted,
     LocalLabError,
-    PayloadTooLarge,
     ServerBusy,
 )
 from locallab_cpp.models.registry import ModelSpec
@@ -175,11 +175,7 @@ class FakeEngine:
         # An input with n > 1 is n sequences, handles in order (Engine.submit).
         inputs = [copy for inp in inputs for copy in inp.copies()]
         for inp in inputs:
-            if len(inp.prompt_tokens) >= self.n_ctx:
-                raise PayloadTooLarge(
-                    f"The prompt is {len(inp.prompt_tokens)} tokens; this model's context "
-                    f"holds {self.n_ctx} per request."
-                )
+            ContextLengthExceeded.check(len(inp.prompt_tokens), self.n_ctx)
         with self._lock:
             if self.closed:
                 raise GenerationAborted("The model is being unloaded; retry shortly.")

@@ -14,9 +14,10 @@ from litestar.types import Message, Receive, Scope, Send
 from locallab_cpp.api import error_formats
 from locallab_cpp.app import BUILTIN_APIS
 from locallab_cpp.cli import build_parser
+from locallab_cpp.config import is_loopback_address as is_loopback
 from locallab_cpp.config import load_settings
 from locallab_cpp.http import ratelimit
-from locallab_cpp.http.ratelimit import RateLimiter, RateLimitMiddleware, TokenBucket, is_loopback
+from locallab_cpp.http.ratelimit import RateLimiter, RateLimitMiddleware, TokenBucket
 
 
 def test_bucket_burst_then_refill() -> None:

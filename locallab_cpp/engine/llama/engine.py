@@ -35,11 +35,11 @@ from locallab_cpp.engine.types import (
     ToolSpec,
 )
 from locallab_cpp.errors import (
+    ContextLengthExceeded,
     EngineFailure,
     GenerationAborted,
     LocalLabError,
     ModelUnavailable,
-    PayloadTooLarge,
     ServerBusy,
 )
 from locallab_cpp.models.registry import ModelSpec
@@ -173,14 +173,7 @@ class LlamaEngine:
         loop = asyncio.get_running_loop()
         groups = [inp.copies() for inp in inputs]
         for inp in inputs:
-            if len(inp.prompt_tokens) >= self._n_ctx_slot:
-                raise PayloadTooLarge(
-                    f"The prompt is {len(inp.prompt_tokens)} tokens; this model's context "
-                    f"holds {self._n_ctx_slot} per request. Shorten the prompt, or restart "
-                    "the server with a larger --n-ctx."
-                )
-            if not inp.prompt_tokens:
-                raise PayloadTooLarge("The prompt is empty after tokenization.")
+            ContextLengthExceeded.check(len(inp.prompt_tokens), self._n_ctx_slot)
             extras.validate(inp, self._vocab, self._loaded.model.n_vocab())
         jobs = []
         decode = self._loop
