@@ -408,3 +408,16 @@ DIVERGENCE_PROMPTS = [
     "Q: What is the largest planet?\nA:",
     "<html>\n<head>\n",
 ]
+
+
+def open_embedded_engine(**settings: Any) -> Any:
+    """The llama.cpp engine on the embedded model, in this process (two threads unless
+    ``settings`` say otherwise); the caller closes it."""
+    from locallab_cpp.config import load_settings
+    from locallab_cpp.engine.llama.engine import open_llama_engine
+    from locallab_cpp.models.registry import Registry
+
+    registry = Registry.load(None)
+    spec = registry.get(registry.default_id)
+    merged = load_settings({"threads": 2, **settings}, env={})
+    return open_llama_engine(spec, registry.ensure_local(spec), merged)

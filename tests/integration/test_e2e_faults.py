@@ -19,7 +19,14 @@ from typing import Any
 import httpx
 import llama_cpp
 import pytest
-from it_support import ENDLESS_PARAMS, ENDLESS_PROMPT, REPO_ROOT, ServerProcess, error_detail
+from it_support import (
+    ENDLESS_PARAMS,
+    ENDLESS_PROMPT,
+    REPO_ROOT,
+    ServerProcess,
+    error_detail,
+    open_embedded_engine,
+)
 
 from locallab_cpp.config import load_settings
 from locallab_cpp.engine.llama.engine import open_llama_engine
@@ -163,12 +170,7 @@ def test_a_decode_loop_crash_marks_the_engine_failed_and_it_is_reopened(
 
 
 def test_a_generation_past_max_generation_s_ends_with_length() -> None:
-    settings = load_settings(
-        {"parallel": 1, "n_ctx": 4096, "threads": 1, "max_generation_s": 0.5}, env={}
-    )
-    registry = Registry.load(None)
-    spec = registry.get(GEMMA)
-    engine = open_llama_engine(spec, registry.ensure_local(spec), settings)
+    engine = open_embedded_engine(parallel=1, n_ctx=4096, threads=1, max_generation_s=0.5)
 
     async def scenario() -> None:
         prompt = tuple(engine.tokenize(ENDLESS_PROMPT))

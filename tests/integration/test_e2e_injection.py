@@ -8,12 +8,11 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from it_support import open_embedded_engine
 
-from locallab_cpp.config import load_settings
 from locallab_cpp.engine.llama.chat_segments import vocab_control_texts
 from locallab_cpp.engine.llama.chat_template import ChatTemplate
-from locallab_cpp.engine.llama.engine import LlamaEngine, open_llama_engine
-from locallab_cpp.models.registry import Registry
+from locallab_cpp.engine.llama.engine import LlamaEngine
 from locallab_cpp.serving import generation as serving
 
 pytestmark = pytest.mark.integration
@@ -35,10 +34,7 @@ GEMMA3_TEMPLATE = """{{ bos_token }}
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LlamaEngine]:
-    settings = load_settings({"parallel": 1, "n_ctx": 512, "threads": 2}, env={})
-    registry = Registry.load(None)
-    spec = registry.get(registry.default_id)
-    engine = open_llama_engine(spec, registry.ensure_local(spec), settings)
+    engine = open_embedded_engine(parallel=1, n_ctx=512)
     yield engine
     engine.close()
 

@@ -16,13 +16,11 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from it_support import DIVERGENCE_PROMPTS
+from it_support import DIVERGENCE_PROMPTS, open_embedded_engine
 
-from locallab_cpp.config import load_settings
 from locallab_cpp.engine.llama.drafting import DraftController
-from locallab_cpp.engine.llama.engine import LlamaEngine, open_llama_engine
+from locallab_cpp.engine.llama.engine import LlamaEngine
 from locallab_cpp.engine.types import Completion, GenerationInput, SamplingParams
-from locallab_cpp.models.registry import Registry
 
 pytestmark = pytest.mark.integration
 
@@ -32,10 +30,7 @@ PROMPTS = DIVERGENCE_PROMPTS
 
 
 def _open_engine() -> LlamaEngine:
-    settings = load_settings({"parallel": 8, "n_ctx": 512, "threads": 2}, env={})
-    registry = Registry.load(None)
-    spec = registry.get(registry.default_id)
-    return open_llama_engine(spec, registry.ensure_local(spec), settings)
+    return open_embedded_engine(parallel=8, n_ctx=512)
 
 
 @pytest.fixture(scope="module")
@@ -127,12 +122,7 @@ def test_drafting_gives_greedy_output_and_uses_its_guesses(
     monkeypatch.setattr(DraftController, "should_draft", lambda _self, _n: True)
 
     def four(no_draft: bool) -> tuple[list[tuple[int, ...]], int]:
-        settings = load_settings(
-            {"parallel": 8, "n_ctx": 512, "threads": 2, "no_draft": no_draft}, env={}
-        )
-        registry = Registry.load(None)
-        spec = registry.get(registry.default_id)
-        engine = open_llama_engine(spec, registry.ensure_local(spec), settings)
+        engine = open_embedded_engine(parallel=8, n_ctx=512, no_draft=no_draft)
         try:
             inputs = [GenerationInput(tuple(engine.tokenize(p)), GREEDY, 48) for p in REPETITIVE]
 

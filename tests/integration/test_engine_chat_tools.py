@@ -9,11 +9,11 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from it_support import open_embedded_engine
 
-from locallab_cpp.config import load_settings
 from locallab_cpp.engine.llama import chat_tools
 from locallab_cpp.engine.llama.chat_template import ChatTemplate
-from locallab_cpp.engine.llama.engine import LlamaEngine, open_llama_engine
+from locallab_cpp.engine.llama.engine import LlamaEngine
 from locallab_cpp.engine.types import (
     ChatMessage,
     ChatPrompt,
@@ -22,7 +22,6 @@ from locallab_cpp.engine.types import (
     SamplingParams,
     ToolSpec,
 )
-from locallab_cpp.models.registry import Registry
 
 pytestmark = pytest.mark.integration
 
@@ -98,10 +97,7 @@ CALL_TEXT = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LlamaEngine]:
-    settings = load_settings({"parallel": 2, "n_ctx": 1024, "threads": 2}, env={})
-    registry = Registry.load(None)
-    spec = registry.get(registry.default_id)
-    engine = open_llama_engine(spec, registry.ensure_local(spec), settings)
+    engine = open_embedded_engine(parallel=2, n_ctx=1024)
     yield engine
     engine.close()
 

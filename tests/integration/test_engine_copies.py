@@ -13,11 +13,10 @@ import asyncio
 from dataclasses import dataclass, replace
 
 import pytest
+from it_support import open_embedded_engine
 
-from locallab_cpp.config import load_settings
-from locallab_cpp.engine.llama.engine import LlamaEngine, open_llama_engine
+from locallab_cpp.engine.llama.engine import LlamaEngine
 from locallab_cpp.engine.types import Completion, GenerationInput, SamplingParams
-from locallab_cpp.models.registry import Registry
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +31,7 @@ MAX_TOKENS = 20
 
 
 def _open(parallel: int = 4, n_batch: int = 512) -> LlamaEngine:
-    settings = load_settings(
-        {"parallel": parallel, "n_ctx": 512, "threads": 2, "n_batch": n_batch}, env={}
-    )
-    registry = Registry.load(None)
-    spec = registry.get(registry.default_id)
-    return open_llama_engine(spec, registry.ensure_local(spec), settings)
+    return open_embedded_engine(parallel=parallel, n_ctx=512, n_batch=n_batch)
 
 
 @dataclass

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from it_support import open_embedded_engine
 
-from locallab_cpp.config import load_settings
-from locallab_cpp.engine.llama.engine import LlamaEngine, open_llama_engine
+from locallab_cpp.engine.llama.engine import LlamaEngine
 from locallab_cpp.engine.schema import grammar_for_json_schema
 from locallab_cpp.engine.types import (
     Completion,
@@ -24,7 +24,6 @@ from locallab_cpp.engine.types import (
     TokenLogprob,
 )
 from locallab_cpp.errors import InvalidRequest
-from locallab_cpp.models.registry import Registry
 
 pytestmark = pytest.mark.integration
 
@@ -52,10 +51,7 @@ PET_SCHEMA = {
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LlamaEngine]:
-    settings = load_settings({"parallel": 2, "n_ctx": 512, "threads": 2}, env={})
-    registry = Registry.load(None)
-    spec = registry.get(registry.default_id)
-    engine = open_llama_engine(spec, registry.ensure_local(spec), settings)
+    engine = open_embedded_engine(parallel=2, n_ctx=512)
     yield engine
     engine.close()
 

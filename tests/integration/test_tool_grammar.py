@@ -7,11 +7,10 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from it_support import open_embedded_engine
 
-from locallab_cpp.config import load_settings
-from locallab_cpp.engine.llama.engine import LlamaEngine, open_llama_engine
+from locallab_cpp.engine.llama.engine import LlamaEngine
 from locallab_cpp.engine.types import Completion, GenerationInput, SamplingParams, ToolSpec
-from locallab_cpp.models.registry import Registry
 from locallab_cpp.serving.tools import tool_format_for, validate_arguments
 
 pytestmark = pytest.mark.integration
@@ -51,10 +50,7 @@ PROMPT = "User: What is the weather in Paris?\nAssistant:"
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LlamaEngine]:
-    settings = load_settings({"parallel": 2, "n_ctx": 512, "threads": 2}, env={})
-    registry = Registry.load(None)
-    spec = registry.get(registry.default_id)
-    engine = open_llama_engine(spec, registry.ensure_local(spec), settings)
+    engine = open_embedded_engine(parallel=2, n_ctx=512)
     yield engine
     engine.close()
 
