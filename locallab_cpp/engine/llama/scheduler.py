@@ -279,8 +279,8 @@ class DecodeLoop:
             batch.add(slot, token, True)
             if n_drafts:
                 proposed = drafting.propose(slot.kv_tokens, n_drafts)
-                # llama.cpp micro-batches per-slot KV streams only with equal token counts
-                # per sequence, so every sequence sends the same number of guesses.
+                # Every sequence sends the same number of guesses: llama.cpp needed that to
+                # micro-batch per-slot KV streams; kept with the shared pool (not measured).
                 proposed += [token] * (n_drafts - len(proposed))
                 for guess in proposed:
                     batch.add(slot, guess, True, draft=True)
