@@ -71,9 +71,9 @@ class DecodeLoop:
         self.slots = [Slot(seq_id=i) for i in range(parallel)]
         self._drafts = drafting.DraftController() if draft else None
         self.copies = CopyGroups(self._ctx, self._memory, self._n_vocab)
+        """Copies of one prompt (GenerationInput.n); see copies.py."""
         self.pool = pool.KvPool(self._memory, loaded.pool_tokens)
         """The KV cells every slot shares; see pool.py."""
-        """Copies of one prompt (GenerationInput.n); see copies.py."""
         self.pending: deque[Job] = deque()
         self.cond = threading.Condition()
         self.stopping = False
