@@ -97,8 +97,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     the engine does so where it measures that it is faster; the output is the same)."""
 
     n_ctx: Annotated[int, msgspec.Meta(ge=0)] = 0
-    """Context length of each slot in tokens; 0 means max_length's default plus room for a
-    prompt, capped at what the model was trained for."""
+    """Tokens one request may use (prompt and answer); 0 means max_length's default plus
+    room for a prompt, capped at what the model was trained for, and shrunk (not below
+    2048) when the available memory cannot hold it."""
 
     threads: Annotated[int, msgspec.Meta(ge=0)] = 0
     """CPU threads for llama.cpp; 0 means the number of physical cores."""
@@ -120,8 +121,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Layers to offload to the GPU; None means all of them where llama.cpp was built with
     GPU offload (Metal, CUDA), else 0. -1 also means all."""
 
-    parallel: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
-    """Sequences decoded together in one batch (llama-server's slots)."""
+    parallel: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
+    """Sequences decoded together in one batch (llama-server's slots); 0 means 4, or fewer
+    when the memory left for the KV pool is too small for that many (models/sizing.py)."""
+
+    kv_pool_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Token cells of the KV cache that all slots share; a request may use up to n_ctx of
+    them while the pool has room, and idle slots' cached prompts are evicted (least recently
+    used first) when it is full. 0 means one slot context plus 2048 for each other slot,
+    shrunk to fit the available memory."""
 
     n_batch: Annotated[int, msgspec.Meta(ge=32, le=8192)] = 512
     """Most tokens sent to llama.cpp in one decode step; long prompts are cut into chunks of

@@ -65,6 +65,7 @@ class SystemController(Controller):
                 n_batch=int(details.get("n_batch", 0)),
                 quantization=str(details.get("quantization", "")),
                 kv_cache_bytes=int(details.get("kv_cache_bytes", 0)),
+                kv_pool_tokens=int(details.get("kv_pool_tokens", 0)),
                 cache_type_k=str(details.get("cache_type_k", "f16")),
                 cache_type_v=str(details.get("cache_type_v", "f16")),
                 repack=str(details.get("repack", "on")),
@@ -75,6 +76,7 @@ class SystemController(Controller):
                 prompt_tokens=stats.prompt_tokens,
                 cached_prompt_tokens=stats.cached_prompt_tokens,
                 drafted_tokens=stats.drafted_tokens,
+                evicted_tokens=stats.evicted_tokens,
             )
         offloading = engine is None or engine.info.n_gpu_layers > 0
         return SystemInfo(

@@ -36,6 +36,7 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--cache-type-k", "cache_type_k", str),
     ("--cache-type-v", "cache_type_v", str),
     ("--parallel", "parallel", int),
+    ("--kv-pool-tokens", "kv_pool_tokens", int),
     ("--n-batch", "n_batch", int),
     ("--queue-size", "queue_size", int),
     ("--max-generation-s", "max_generation_s", float),

@@ -90,8 +90,9 @@ def _rm(registry: Registry, spec: ModelSpec) -> int:
 def _info(registry: Registry, spec: ModelSpec, settings: Settings) -> int:
     path = registry.local_path(spec)
     size = path.stat().st_size if path is not None else spec.size_bytes
-    need = sizing.estimated_need(spec, settings, size)
     free = available_memory()
+    memory = sizing.plan(spec, settings, free, size)
+    need = memory.need_bytes
     if spec.source == "hub":
         where = f"{spec.repo} / {spec.file}" + (f" @ {spec.revision}" if spec.revision else "")
     elif spec.source == "file":
@@ -112,8 +113,8 @@ def _info(registry: Registry, spec: ModelSpec, settings: Settings) -> int:
         ("on disk", str(path) if path is not None else "no" + _pull_hint(spec)),
         (
             "KV cache",
-            f"{_mb(sizing.kv_cache_bytes(spec, settings))} "
-            f"({sizing.slot_context(spec, settings)} tokens x {settings.parallel} slots)",
+            f"{_mb(memory.kv_bytes)} ({memory.pool_tokens} tokens shared by "
+            f"{memory.parallel} slots, {memory.n_ctx_slot} per request)",
         ),
         (
             "memory needed",

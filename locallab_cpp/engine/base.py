@@ -51,6 +51,8 @@ class EngineStats:
     cached_prompt_tokens: int
     drafted_tokens: int = 0
     """Generated tokens that came from verified prompt-lookup guesses (drafting.py)."""
+    evicted_tokens: int = 0
+    """Cached prompt tokens of idle slots dropped to make room in the shared KV pool."""
 
 
 class Engine(Protocol):

@@ -21,8 +21,9 @@ def test_q8_0_cache_serves_and_is_smaller(client) -> None:  # type: ignore[no-un
         with srv.client() as c:
             active = c.get("/system/info").json()["active_model"]
             assert (active["cache_type_k"], active["cache_type_v"]) == ("q8_0", "q8_0")
-            per_cell = active["kv_cache_bytes"] / (active["n_ctx"] * active["parallel"])
-            f16_per_cell = default["kv_cache_bytes"] / (default["n_ctx"] * default["parallel"])
+            # The slots share one pool (issue 12): its cells, not n_ctx x parallel.
+            per_cell = active["kv_cache_bytes"] / active["kv_pool_tokens"]
+            f16_per_cell = default["kv_cache_bytes"] / default["kv_pool_tokens"]
             assert per_cell == pytest.approx(f16_per_cell * 34 / 64, rel=0.01)
             r = c.post("/generate", json={"prompt": "The river", "max_length": 8})
             assert r.status_code == 200, r.text

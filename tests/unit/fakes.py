@@ -102,7 +102,7 @@ class FakeEngine:
             n_ctx=n_ctx,
             n_ctx_train=spec.context_length,
             n_gpu_layers=0,
-            parallel=settings.parallel,
+            parallel=settings.parallel or 4,
             size_bytes=spec.size_bytes,
             chat_format=spec.chat_format,
             loaded_at=time.time(),

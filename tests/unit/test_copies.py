@@ -92,10 +92,16 @@ def test_cancelled_copies_are_skipped_and_a_cancelled_leader_passes_on(
 
 
 class _Llama:
-    """Records seq_cp calls; the logits row is a numpy array."""
+    """Records seq_cp and seq_rm calls; the logits row is a numpy array."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.copied: list[tuple[int, int, int, int]] = []
+        self.removed: list[tuple[int, int, int]] = []
+        monkeypatch.setattr(
+            llama_cpp,
+            "llama_memory_seq_rm",
+            lambda _mem, seq, p0, p1: self.removed.append((seq, p0, p1)) or True,
+        )
         self.row = np.array([0.0, 3.0, 1.0, 2.0], dtype=np.float32)
         monkeypatch.setattr(
             llama_cpp,
@@ -114,7 +120,7 @@ def test_fan_out_copies_cells_and_samples_each_copy_from_the_original_logits(
     j0, j1, j2 = _jobs(loop, 3)
     _assign(src, j0)
     _assign(s1, j1)
-    _assign(s2, j2, keep=2)  # a cached prefix of its own, lost to the copy
+    _assign(s2, j2, keep=2)  # a cached prefix of its own, kept: only the rest is copied
     groups.hold(src, [s1, s2])
     assert not s1.prefilling and not s2.prefilling and src.prefilling
     src.kv_tokens[:] = PROMPT  # the source's prefill step ran
@@ -130,7 +136,9 @@ def test_fan_out_copies_cells_and_samples_each_copy_from_the_original_logits(
     copied = groups.fan_out(
         src, 3, sample, lambda slot, token, _out: tokens.append((slot, token)), []
     )
-    assert llama.copied == [(0, 1, -1, -1), (0, 2, -1, -1)]
+    # One shared KV cache: cells from the copy's own prefix on are shared with it.
+    assert llama.copied == [(0, 1, 0, -1), (0, 2, 2, -1)]
+    assert llama.removed == [(1, 0, -1), (2, 2, -1)]
     assert s1.kv_tokens == s2.kv_tokens == list(PROMPT)
     assert (j1.cached_tokens, j2.cached_tokens) == (4, 4)
     assert copied == 4 + 2  # what the cached counter lacked: s2 had counted its 2 already
@@ -155,7 +163,7 @@ def test_a_cancelled_waiting_copy_is_left_out(
     s1.job = None  # released by _drop_cancelled
     src.kv_tokens[:] = PROMPT
     groups.fan_out(src, 0, lambda *_a: 2, lambda *_a: None, [])
-    assert llama.copied == [(0, 2, -1, -1)]
+    assert llama.copied == [(0, 2, 0, -1)]
 
 
 def test_a_source_that_leaves_hands_the_prompt_to_its_first_live_copy(
@@ -177,7 +185,7 @@ def test_a_source_that_leaves_hands_the_prompt_to_its_first_live_copy(
     assert not s3.prefilling
     s2.kv_tokens[:] = PROMPT
     groups.fan_out(s2, 0, lambda *_a: 2, lambda *_a: None, [])
-    assert llama.copied == [(2, 3, -1, -1)]
+    assert llama.copied == [(2, 3, 0, -1)]
     # A new job in the old source's slot is not mistaken for the source.
     src.job = _jobs(loop, 1)[0]
     assert groups.fan_out(src, 0, lambda *_a: 2, lambda *_a: None, []) == 0

@@ -26,7 +26,8 @@ def test_defaults() -> None:
     assert s.n_ctx == 0
     assert s.threads == 0
     assert s.n_gpu_layers is None
-    assert s.parallel == 4
+    assert s.parallel == 0  # auto: 4 where the memory allows (models/sizing.py)
+    assert s.kv_pool_tokens == 0
     assert s.n_batch == 512
     assert s.queue_size == 128
     assert s.rate_limit == 60.0
@@ -138,7 +139,8 @@ def test_env_no_model_booleans(tmp_path: Path, raw: str, expected: bool) -> None
         ({}, {"LOCALLAB_PORT": "eighty"}),
         ({}, {"LOCALLAB_PORT": "70000"}),
         ({"port": -1}, {}),
-        ({"parallel": 0}, {}),
+        ({"parallel": -1}, {}),
+        ({"kv_pool_tokens": -1}, {}),
         ({"parallel": 65}, {}),
         ({"n_batch": 16}, {}),
         ({"rate_burst": 0}, {}),

@@ -351,7 +351,9 @@ class ActiveModel(msgspec.Struct, kw_only=True):
     n_batch: int
     quantization: str
     kv_cache_bytes: int
-    """Size of the KV cache of all slots (in its key and value formats)."""
+    """Size of the KV pool all slots share (in its key and value formats)."""
+    kv_pool_tokens: int = 0
+    """Token cells of that pool (--kv-pool-tokens, or what the auto choice gave)."""
     cache_type_k: str = "f16"
     """Number format of the cached keys (--cache-type-k)."""
     cache_type_v: str = "f16"
@@ -367,6 +369,8 @@ class ActiveModel(msgspec.Struct, kw_only=True):
     cached_prompt_tokens: int
     drafted_tokens: int
     """Generated tokens that came from verified prompt-lookup guesses."""
+    evicted_tokens: int = 0
+    """Cached prompt tokens of idle slots dropped to make room in the KV pool."""
 
 
 class SystemInfo(msgspec.Struct, kw_only=True):

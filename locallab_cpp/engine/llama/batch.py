@@ -61,6 +61,19 @@ class StepBatch:
             budget -= end - slot.prompt_pos
             slot.prompt_pos = end
 
+    def drop_touched(self, memory: object) -> list[Slot]:
+        """After a failed llama_decode: clear the caches of the busy slots in this batch
+        (their state is unknown) and return those slots, for their jobs to be failed."""
+        busy = []
+        for slot in self.touched:
+            slot.drafts.clear()
+            slot.draft_rows.clear()
+            if slot.job is not None:
+                llama_cpp.llama_memory_seq_rm(memory, slot.seq_id, -1, -1)
+                slot.kv_tokens.clear()
+                busy.append(slot)
+        return busy
+
     def decode(self, ctx: object) -> int:
         """Run llama_decode on what was added; llama.cpp's return code (0: success)."""
         self.raw.n_tokens = self.n

@@ -10,15 +10,15 @@ source's logits row of that step; only then does the source sample its own. From
 every copy is an ordinary generating sequence. No copy decodes the last prompt token again,
 so greedy copies start from the very logits a single run would have.
 
-With one KV stream per slot (loading.py: kv_unified False), llama.cpp copies between slots
-by copying the source's whole stream buffer into the destination's at the start of the next
-``llama_decode`` (llama_kv_cache::seq_cp). It accepts only the full position range there
-(p0 and p1 of -1), first resets the destination's cells, and does it for both caches of a
-sliding-window model (llama_kv_cache_iswa::seq_cp; swa_full keeps the SWA cache whole). The
-destination slot's former cache is therefore lost: afterwards it holds exactly the source's
-cells, which is what its ``kv_tokens`` is set to. The copy costs a memory copy of one slot's
-cache (its whole context, whatever the prompt's length), far less than computing a prompt
-on the CPU and next to nothing on a GPU.
+Every slot shares one KV cache (loading.py: kv_unified True), so llama.cpp's
+``llama_memory_seq_cp`` copies no data: it adds the destination's seq_id to the source's
+cells in the position range [p0, p1) (llama_kv_cache::seq_cp within one stream, for both
+caches of a sliding-window model). It does not clear the destination first, so the
+destination keeps the prefix of the prompt its own cache already held (``keep`` at
+admission), loses anything after it (llama_memory_seq_rm), and gets the source's cells from
+there on. Afterwards its ``kv_tokens`` equal the source's. The copy costs no memory and
+next to no time; pool.py still counts the shared cells once per copy (it errs towards
+evicting early).
 
 Copies that find no free slot when their group is admitted stay at the head of the queue as
 a group of their own and compute the prompt again when they get slots, which usually costs
@@ -39,11 +39,10 @@ from typing import Any
 
 import llama_cpp
 
+from locallab_cpp.engine.llama.outbox import Outbox
 from locallab_cpp.engine.llama.sampling import logits_row
-from locallab_cpp.engine.llama.slots import Job, Slot
-from locallab_cpp.engine.types import Event, GenerationHandle
+from locallab_cpp.engine.llama.slots import Job, Slot, common_prefix
 
-Outbox = list[tuple[GenerationHandle, Event]]
 SampleFn = Callable[[Slot, Job, int], int]
 """DecodeLoop._sample: the next token of a slot's job from a batch row's logits."""
 OnTokenFn = Callable[[Slot, int, Outbox], None]
@@ -167,8 +166,11 @@ class CopyGroups:
             slot, job = w.slot, w.job
             if slot.job is not job:  # cancelled while waiting
                 continue
-            # The full range (-1, -1): llama.cpp copies between streams only whole.
-            llama_cpp.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, -1, -1)
+            # The destination's own cells up to the common prefix stay; the source's cells
+            # from there on are shared with it (no stale cell may sit at their positions).
+            keep = common_prefix(slot.kv_tokens, source.kv_tokens)
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
+            llama_cpp.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, keep, -1)
             slot.kv_tokens[:] = source.kv_tokens
             copied += prompt_len - job.cached_tokens
             job.cached_tokens = prompt_len

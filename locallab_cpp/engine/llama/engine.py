@@ -50,9 +50,9 @@ class LlamaEngine:
 
     def __init__(self, *, spec: ModelSpec, path: Path, settings: Settings) -> None:
         self._settings = settings
-        self._parallel = settings.parallel
         self._leases = Leases()
         self._loaded = open_model(spec, path, settings)
+        self._parallel = self._loaded.parallel
         model = self._loaded.model
         self._vocab = model.vocab
         self._add_bos = model.add_bos_token()
@@ -79,7 +79,7 @@ class LlamaEngine:
             size_bytes=path.stat().st_size,
             chat_format=self._template.name,
             loaded_at=time.time(),
-            details=self._loaded.details(spec, self._parallel, settings.n_batch),
+            details=self._loaded.details(spec, settings.n_batch),
         )
         self._loop = DecodeLoop(
             self._loaded,
@@ -112,6 +112,7 @@ class LlamaEngine:
             prompt_tokens=loop.prompt_total,
             cached_prompt_tokens=loop.cached_total,
             drafted_tokens=loop.drafted_total,
+            evicted_tokens=loop.pool.evicted_total,
         )
 
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:

@@ -16,10 +16,11 @@ from typing import Any
 import llama_cpp
 from llama_cpp import _internals
 
-from locallab_cpp.config import CACHE_TYPE_BYTES, Settings, slot_context
+from locallab_cpp.config import CACHE_TYPE_BYTES, Settings
 from locallab_cpp.engine.llama import drafting
 from locallab_cpp.engine.llama.repack import AppliedRepack, apply_repack, resolve_repack
 from locallab_cpp.errors import ModelUnavailable
+from locallab_cpp.models import sizing
 from locallab_cpp.models.registry import ModelSpec
 
 logger = logging.getLogger("locallab_cpp.engine")
@@ -119,7 +120,11 @@ class LoadedModel:
     model: _internals.LlamaModel
     ctx: _internals.LlamaContext
     n_ctx_slot: int
-    """Tokens each slot may hold (prompt and answer)."""
+    """Tokens one request may use (prompt and answer)."""
+    parallel: int
+    """Slots (sequences decoded together)."""
+    pool_tokens: int
+    """KV cells all slots share (llama.cpp's unified KV cache)."""
     n_gpu_layers: int
     threads: int
     repack: AppliedRepack
@@ -127,7 +132,7 @@ class LoadedModel:
     cache_types: tuple[str, str] = ("f16", "f16")
     """The KV cache's key and value number formats (--cache-type-k/v)."""
 
-    def details(self, spec: ModelSpec, parallel: int, n_batch: int) -> dict[str, Any]:
+    def details(self, spec: ModelSpec, n_batch: int) -> dict[str, Any]:
         """Facts about the load for /system/info."""
         metadata = self.model.metadata()
         return {
@@ -140,10 +145,11 @@ class LoadedModel:
             "quantization": spec.quantization,
             "kv_cache_bytes": kv_cache_bytes(
                 metadata,
-                self.n_ctx_slot * parallel,
+                self.pool_tokens,
                 CACHE_TYPE_BYTES[self.cache_types[0]],
                 CACHE_TYPE_BYTES[self.cache_types[1]],
             ),
+            "kv_pool_tokens": self.pool_tokens,
             "cache_type_k": self.cache_types[0],
             "cache_type_v": self.cache_types[1],
             "repack": self.repack.plan.mode,
@@ -157,11 +163,16 @@ class LoadedModel:
 
 
 def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
-    """Load the GGUF at ``path`` and create a context of ``settings.parallel`` slots."""
+    """Load the GGUF at ``path`` and create a context whose slots share one KV pool, sized
+    by :func:`locallab_cpp.models.sizing.plan` (the same formula the listings show)."""
     init_backend()
     n_gpu_layers = resolve_gpu_layers(settings.n_gpu_layers)
     threads = settings.threads or physical_cores()
-    parallel = settings.parallel
+    # Planned before the weights are read, from the memory available now; the plan counts
+    # the file itself. The registry's context length may be unknown: then the GGUF's
+    # trained context caps it below.
+    memory = sizing.plan(spec, settings, size=path.stat().st_size)
+    parallel = memory.parallel
 
     mparams = llama_cpp.llama_model_default_params()
     mparams.n_gpu_layers = n_gpu_layers
@@ -179,11 +190,18 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
             f"llama.cpp could not load the GGUF of model '{spec.id}'; the file may be "
             "damaged or of an architecture this llama.cpp does not support."
         ) from None
-    n_ctx_train = model.n_ctx_train()
-    n_ctx_slot = slot_context(settings.n_ctx, n_ctx_train)
+    n_ctx_slot = memory.n_ctx_slot
+    if not settings.n_ctx:  # the GGUF knows its trained context even when the registry not
+        n_ctx_slot = min(n_ctx_slot, model.n_ctx_train() or n_ctx_slot)
+    pool = memory.pool_tokens
+    if not settings.kv_pool_tokens:
+        pool = min(pool, sizing.auto_pool(n_ctx_slot, parallel))
+    logger.info("model %s: %s", spec.id, memory.reason)
 
     cparams = llama_cpp.llama_context_default_params()
-    cparams.n_ctx = n_ctx_slot * parallel
+    # One KV pool for every slot: n_ctx is the pool, and each request's own cap
+    # (n_ctx_slot) is enforced by the engine (engine.py) and the pool (pool.py).
+    cparams.n_ctx = pool
     cparams.n_batch = settings.n_batch
     cparams.n_ubatch = ubatch_size(settings.n_batch, n_gpu_layers)
     cparams.n_seq_max = parallel
@@ -193,9 +211,11 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
     cparams.swa_full = True
     cparams.type_k = GGML_CACHE_TYPES[settings.cache_type_k]
     cparams.type_v = GGML_CACHE_TYPES[settings.cache_type_v]
-    # One KV stream per slot: each slot gets exactly its context, and attention does not
-    # scan the other slots' cells.
-    cparams.kv_unified = False
+    # One KV stream that every slot shares: memory follows use, since a slot takes cells
+    # only for the tokens it holds (pool.py keeps the accounts and evicts idle caches).
+    # Attention then scans the shared cells, masked per sequence: with several slots busy
+    # a step may cost more than with per-slot streams (not yet measured).
+    cparams.kv_unified = True
     cparams.no_perf = True
     # At most one output (logits row) per slot per step, or ROWS when drafting fills a
     # step (see drafting.py). Without this bound llama.cpp sizes its compute buffer for
@@ -208,12 +228,15 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
         model.close()
         raise ModelUnavailable(
             f"llama.cpp could not create a context for model '{spec.id}' "
-            f"({n_ctx_slot} tokens x {parallel} slots); lower --n-ctx or --parallel."
+            f"({pool} KV cells shared by {parallel} slots); lower --n-ctx or --kv-pool-tokens."
         ) from None
     return LoadedModel(
         model=model,
         ctx=ctx,
-        n_ctx_slot=llama_cpp.llama_n_ctx(ctx.ctx) // parallel,
+        n_ctx_slot=n_ctx_slot,
+        parallel=parallel,
+        # llama.cpp may pad the cache (to 256 cells): the pool is what it really holds.
+        pool_tokens=max(pool, int(llama_cpp.llama_n_ctx(ctx.ctx))),
         n_gpu_layers=n_gpu_layers if gpu_offload_supported() else 0,
         threads=threads,
         repack=repack,

@@ -10,19 +10,18 @@ the context.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from typing import Any
 
 import llama_cpp
 
-from locallab_cpp.engine.llama import drafting, extras, guesses
+from locallab_cpp.engine.llama import drafting, extras, guesses, pool
 from locallab_cpp.engine.llama.batch import StepBatch
 from locallab_cpp.engine.llama.copies import CopyGroups
 from locallab_cpp.engine.llama.loading import LoadedModel
+from locallab_cpp.engine.llama.outbox import Outbox, flush
 from locallab_cpp.engine.llama.sampling import (
     apply_repetition_penalty,
     logits_row,
@@ -33,13 +32,11 @@ from locallab_cpp.engine.llama.slots import Job, Slot, common_prefix
 from locallab_cpp.engine.llama.text import Pieces, find_stop, stop_hold
 from locallab_cpp.engine.types import (
     EngineFinishReason,
-    Event,
     Finished,
-    GenerationHandle,
     TextChunk,
     TokenLogprob,
 )
-from locallab_cpp.errors import EngineFailure, GenerationAborted, LocalLabError
+from locallab_cpp.errors import EngineFailure, GenerationAborted, LocalLabError, ServerBusy
 
 logger = logging.getLogger("locallab_cpp.engine")
 
@@ -48,13 +45,6 @@ PREFIX_REUSE_MIN_TOKENS = 32
 SHARED_CHUNK_DIVISOR = 4
 """While other slots are generating, a prompt chunk is n_batch / this, so their streams keep
 flowing during a long prefill."""
-
-Outbox = list[tuple[GenerationHandle, Event]]
-
-
-def _deliver(items: Outbox) -> None:
-    for handle, event in items:
-        handle.queue.put_nowait(event)
 
 
 class DecodeLoop:
@@ -82,6 +72,8 @@ class DecodeLoop:
         self._drafts = drafting.DraftController() if draft else None
         self.copies = CopyGroups(self._ctx, self._memory, self._n_vocab)
         """Copies of one prompt (GenerationInput.n); see copies.py."""
+        self.pool = pool.KvPool(self._memory, loaded.pool_tokens)
+        """The KV cells every slot shares; see pool.py."""
         self.pending: deque[Job] = deque()
         self.cond = threading.Condition()
         self.stopping = False
@@ -156,7 +148,7 @@ class DecodeLoop:
                 if any(s.job is not None for s in self.slots):
                     self._step(outbox)
                 if outbox:
-                    self._flush(outbox)
+                    flush(outbox)
         except Exception:  # a crash here must not hang every waiting request
             logger.exception("decode loop failed")
             with self.cond:
@@ -165,16 +157,6 @@ class DecodeLoop:
                 self.stopping = True
             self._fail_all(EngineFailure(), outbox)
         self._fail_all(self._close_reason or GenerationAborted(), outbox)
-
-    def _flush(self, outbox: Outbox) -> None:
-        by_loop: dict[Any, Outbox] = {}
-        for item in outbox:
-            by_loop.setdefault(item[0].loop, []).append(item)
-        for loop, items in by_loop.items():
-            # A closed loop means nobody is listening any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_deliver, items)
-        outbox.clear()
 
     def _fail_all(self, error: LocalLabError, outbox: Outbox) -> None:
         with self.cond:
@@ -185,32 +167,35 @@ class DecodeLoop:
                 self._release(slot)
         for job in jobs:
             outbox.append((job.handle, error))
-        self._flush(outbox)
+        flush(outbox)
 
     def _admit(self) -> None:
-        """Give queued jobs free slots: the one whose cache shares a real prefix with the
-        prompt, else the lowest-numbered one."""
+        """Give queued jobs free slots, in order, while the KV pool has room for their
+        prompts (pool.py): the slot whose cache shares a real prefix with the prompt, else
+        an empty one, else the least recently used (its cache is the least likely reused)."""
         while self.pending:
             free = [s for s in self.slots if s.job is None]
             if not free:
                 return
-            job = self.pending.popleft()
+            job = self.pending[0]
             if job.handle.cancelled.is_set():
+                self.pending.popleft()
                 self.copies.drop_queued(job)
                 continue
             prompt = job.inp.prompt_tokens
+            if not self.pool.admits(self.slots, len(prompt)):
+                return  # waits, first in line, for busy sequences to free cells
+            self.pending.popleft()
             best = max(free, key=lambda s: common_prefix(s.kv_tokens, prompt))
             if common_prefix(best.kv_tokens, prompt) >= PREFIX_REUSE_MIN_TOKENS:
                 slot = best
             else:
-                # With one KV stream per slot, llama.cpp puts only consecutive seq_ids in one
-                # micro-batch; active slots scattered over 0..N split a step into several
-                # graph runs. The lowest free slot keeps the active ones packed together.
-                slot = free[0]
+                slot = min(free, key=lambda s: (len(s.kv_tokens) > 0, s.last_used))
             self._assign(slot, job)
             # Copies of this prompt (GenerationInput.n) take free slots now and wait there
             # for this job's prompt to be copied to them (copies.py).
-            copies = self.copies.take(job, self.pending, len(free) - 1)
+            room = min(len(free) - 1, self.pool.room_for(self.slots, len(prompt)))
+            copies = self.copies.take(job, self.pending, room)
             if copies:
                 others = [s for s in free if s is not slot][: len(copies)]
                 for other, copy in zip(others, copies, strict=True):
@@ -257,6 +242,7 @@ class DecodeLoop:
     def _release(self, slot: Slot) -> None:
         if slot.job is not None and slot.job.extras is not None:
             slot.job.extras.close()
+        self.pool.touch(slot)
         slot.job = None
         slot.next_token = None
         slot.out_index = -1
@@ -282,6 +268,10 @@ class DecodeLoop:
         # Only steps that decode and nothing else tell the controller what drafting is worth.
         decode_only = not any(s.prefilling for s in self.slots)
         n_drafts = guesses.drafts_this_step(self._drafts, generating, decode_only, self._n_ctx_slot)
+        if not self.pool.make_room(self.slots, len(generating) * (1 + n_drafts)):
+            n_drafts = 0
+            generating = self._fit_pool(generating, outbox)
+        before = pool.snapshot(self.slots)
         for slot in generating:
             token = slot.next_token
             assert token is not None
@@ -289,30 +279,34 @@ class DecodeLoop:
             batch.add(slot, token, True)
             if n_drafts:
                 proposed = drafting.propose(slot.kv_tokens, n_drafts)
-                # llama.cpp micro-batches per-slot KV streams only with equal token counts
-                # per sequence, so every sequence sends the same number of guesses.
+                # Every sequence sends the same number of guesses: llama.cpp needed that to
+                # micro-batch per-slot KV streams; kept with the shared pool (not measured).
                 proposed += [token] * (n_drafts - len(proposed))
                 for guess in proposed:
                     batch.add(slot, guess, True, draft=True)
         budget = batch.capacity - batch.n
         if generating:
             budget = min(budget, max(1, batch.capacity // SHARED_CHUNK_DIVISOR))
+        budget, remaining = self.pool.prefill_budget(self.slots, budget)
         batch.add_prompt_chunks(self.slots, budget)
         if batch.n == 0:
+            if remaining:  # prompts that the full pool cannot take: the youngest gives way
+                self._fit_pool([], outbox, force=True)
             return
         started = time.perf_counter()
         rc = batch.decode(self._ctx)
+        if rc == 1:  # no room in the KV cache for this batch: nothing was stored
+            logger.warning("llama_decode found no KV room for %d tokens", batch.n)
+            pool.undo_step(self._memory, before, batch.touched)
+            if not self.pool.evict_all_idle(self.slots):
+                self._fit_pool([], outbox, force=True)
+            return
         if rc != 0:
             logger.error("llama_decode returned %d", rc)
-            for slot in batch.touched:
-                slot.drafts.clear()
-                slot.draft_rows.clear()
-                job = slot.job
-                if job is not None:
-                    llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-                    slot.kv_tokens.clear()
-                    outbox.append((job.handle, EngineFailure()))
-                    self._release(slot)
+            for slot in batch.drop_touched(self._memory):
+                assert slot.job is not None
+                outbox.append((slot.job.handle, EngineFailure()))
+                self._release(slot)
             return
         produced = 0
         for slot in self.slots:
@@ -343,6 +337,16 @@ class DecodeLoop:
             self._drafts.record(
                 len(generating), n_drafts > 0, produced, time.perf_counter() - started
             )
+
+    def _fit_pool(self, generating: list[Slot], outbox: Outbox, force: bool = False) -> list[Slot]:
+        """pool.fit: the youngest busy sequences end with ServerBusy until the rest fit."""
+
+        def end(victim: Slot) -> None:
+            assert victim.job is not None
+            outbox.append((victim.job.handle, ServerBusy(pool.POOL_FULL, retry_after=1)))
+            self._release(victim)
+
+        return self.pool.fit(self.slots, generating, self._started, end, force=force)
 
     def _on_token(self, slot: Slot, token: int, outbox: Outbox) -> None:
         job = slot.job

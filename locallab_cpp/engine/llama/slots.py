@@ -63,6 +63,8 @@ class Slot:
     """Guessed next tokens sent in the current batch after ``out_index`` (drafting.py)."""
     draft_rows: list[int] = field(default_factory=list)
     """Batch indices of ``drafts``, whose logits verify them."""
+    last_used: int = 0
+    """When its last job ended (pool.py's clock): idle caches are evicted oldest first."""
 
     @property
     def prefilling(self) -> bool:
