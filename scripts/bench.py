@@ -67,6 +67,12 @@ The HTTP client runs on the same machine and takes some CPU from the server, as 
 local client would; the in-process ceiling pays no such cost.
 The server subprocess is always stopped (try/finally; SIGTERM handled; on Linux it also
 gets SIGTERM if this process dies).
+
+Phase 3, with ``--llama-server PATH`` (or a build found under ``.bench/llama-server/``, see
+``scripts/build_llama_server.sh``), runs llama.cpp's own ``llama-server`` on the same GGUF
+with the same threads, slots and per-slot context, under the same load without the
+in-process runs, and reports its peak RSS and throughput beside ours (issue 12: our peak
+RSS <= 1.1x llama-server's). How it is configured: ``scripts/bench_llama_server.py``.
 """
 
 from __future__ import annotations
@@ -91,7 +97,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -626,6 +632,8 @@ class ServerFigures:
     cold_cached: int = 0
     kv_bytes_reported: int | None = None
     """KV cache bytes as /system/info reports them, where it does."""
+    active_model: dict[str, Any] = field(default_factory=dict)
+    """/system/info's active_model at the start (the llama-server phase mirrors it)."""
     peak_rss: int = 0
     rss_samples: int = 0
     model_size: int = 0
@@ -870,6 +878,7 @@ async def _describe_server(client: Client, cfg: Config, out: ServerFigures) -> N
     # The first /system/info call runs py-cpuinfo: keep it out of the measurements.
     info = await client.get_json("/system/info")
     model_info = info.get("active_model") or {}
+    out.active_model = dict(model_info)
     for key in KV_INFO_KEYS:
         if isinstance(model_info.get(key), int):
             out.kv_bytes_reported = int(model_info[key])
@@ -1290,6 +1299,17 @@ def write_markdown(path: Path, section: str) -> None:
 # ----- main ----------------------------------------------------------------------------
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN (a figure not measured) as null; dict keys as strings."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _raise_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -1324,8 +1344,44 @@ def build_parser() -> argparse.ArgumentParser:
         help='extra flags for `serve`, e.g. "--n-ctx 4096" (the benchmark sets --port, '
         "--threads, --parallel, --rate-limit and --log-level)",
     )
+    parser.add_argument(
+        "--llama-server",
+        type=Path,
+        help="llama.cpp's llama-server binary to compare with (default: a build under "
+        ".bench/llama-server/, from scripts/build_llama_server.sh; none: phase skipped)",
+    )
+    parser.add_argument(
+        "--no-llama-server", action="store_true", help="skip the llama-server phase"
+    )
+    parser.add_argument(
+        "--llama-server-kv",
+        choices=("slots", "pool"),
+        default="slots",
+        help="llama-server's -c: slots x per-slot context (default) or our KV pool's cells",
+    )
+    parser.add_argument(
+        "--llama-server-swa",
+        choices=("auto", "full", "window"),
+        default="auto",
+        help="llama-server's --swa-full: as ours where /system/info says (default), else off",
+    )
+    parser.add_argument(
+        "--llama-server-args", default="", help="extra flags for llama-server (appended)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return parser
+
+
+def _llama_server_module() -> Any:
+    """scripts/bench_llama_server.py, importing this module (not a second copy) as bench."""
+    sys.modules.setdefault("bench", sys.modules[__name__])
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import bench_llama_server
+
+    return bench_llama_server
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1345,6 +1401,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         model_path = Path(assemble())
 
+    lls = _llama_server_module()
+    binary, found = (None, "llama-server phase skipped (--no-llama-server)")
+    if not args.no_llama_server:
+        binary, found = lls.find_binary(repo_root, args.llama_server)
+
     machine = machine_info(cfg.threads)
     started = time.monotonic()
     print(
@@ -1363,6 +1424,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         inproc.close()
     if srv.model_size and srv.model_size != model_path.stat().st_size:
         srv.notes.append("the server's model file differs in size from the ceiling's GGUF")
+    theirs = None
+    if binary is not None:
+        print(f"[3] llama.cpp's llama-server ({binary}), same load ...", flush=True)
+        try:
+            theirs = lls.measure(
+                binary, model_path, cfg, srv, inproc.long_body, args.server_timeout,
+                args.llama_server_kv, args.llama_server_swa, args.llama_server_args,
+            )  # fmt: skip
+        except BenchError as exc:
+            found = f"llama-server phase failed: {exc}".splitlines()[0]
+            print(found, file=sys.stderr)
     print(f"      done; total {time.monotonic() - started:.0f} s\n", flush=True)
 
     rows = build_rows(cfg, ceiling, srv)
@@ -1370,11 +1442,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes.append(
         f"Weight repacking, both sides (--repack {cfg.repack}): {repack.mode}; {repack.reason}."
     )
+    if theirs is not None:
+        rows += lls.rows(srv, theirs)
+        notes += lls.notes(srv, theirs, found)
+    else:
+        notes.append(found)
     print(render_text(machine, rows, notes))
     if args.markdown is not None:
         command = "python scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
         write_markdown(args.markdown, render_markdown(machine, rows, notes, cfg, command.strip()))
         print(f"\nwrote {args.markdown}")
+    if args.json is not None:
+        results = {
+            "machine": machine,
+            "rows": [{**asdict(r), "result": r.result} for r in rows],
+            "notes": notes,
+            "server": {
+                "peak_rss": srv.peak_rss,
+                "kv_bytes": srv.kv_bytes_reported,
+                "decode_tps": srv.decode_tps,
+                "pp_tps": srv.pp_tps,
+                "aggregate": srv.aggregate,
+            },
+            "llama_server": theirs.to_json() if theirs is not None else None,
+        }
+        args.json.write_text(json.dumps(_json_safe(results), indent=2) + "\n")
+        print(f"wrote {args.json}")
     if args.strict and any(r.passed is False for r in rows):
         return 1
     return 0
