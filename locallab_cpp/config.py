@@ -60,11 +60,27 @@ CACHE_TYPE_BYTES: dict[str, float] = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 
 bytes, q4_0 in 18)."""
 
 
-def cache_bytes_per_pair(settings: Settings | None) -> float:
+ValueCacheType = Literal["auto", "f16", "q8_0", "q4_0"]
+VALUE_CACHE_TYPE_CHOICES: tuple[str, ...] = get_args(ValueCacheType)
+
+
+def value_cache_type(settings: Settings | None, windowed: bool) -> str:
+    """The value cache's number format: ``auto`` is q8_0 for a model whose sliding-window
+    layers keep only a window, else f16. With f16 keys and values, llama.cpp's tiled CPU
+    flash-attention kernel (prompt chunks of 64+ tokens) gave a wrong next token for
+    Gemma 3 once the window cache was shared by several sequences (reproduced in
+    tests/integration/test_engine_windows.py); q8_0 values take its per-cell kernel,
+    which got every case right, at half the value memory."""
+    setting = settings.cache_type_v if settings is not None else "f16"
+    if setting != "auto":
+        return setting
+    return "q8_0" if windowed else "f16"
+
+
+def cache_bytes_per_pair(settings: Settings | None, windowed: bool = False) -> float:
     """Bytes one key element and one value element take together in the KV cache."""
-    if settings is None:
-        return 2 * CACHE_TYPE_BYTES["f16"]
-    return CACHE_TYPE_BYTES[settings.cache_type_k] + CACHE_TYPE_BYTES[settings.cache_type_v]
+    key = settings.cache_type_k if settings is not None else "f16"
+    return CACHE_TYPE_BYTES[key] + CACHE_TYPE_BYTES[value_cache_type(settings, windowed)]
 
 
 RepackSetting = Literal["auto", "on", "no-amx", "off"]
@@ -108,8 +124,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Number format of the KV cache's keys: f16 (llama.cpp's default), q8_0 (about half
     the memory, nearly the same output) or q4_0 (about a quarter, visibly less exact)."""
 
-    cache_type_v: CacheType = "f16"
-    """Number format of the KV cache's values (as cache_type_k)."""
+    cache_type_v: ValueCacheType = "auto"
+    """Number format of the KV cache's values (as cache_type_k); auto is q8_0 for models
+    that keep a sliding-window cache (see value_cache_type) and f16 for the others."""
 
     repack: RepackSetting = "auto"
     """Whether llama.cpp may repack weights at load into the layouts its faster CPU kernels
@@ -130,6 +147,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     them while the pool has room, and idle slots' cached prompts are evicted (least recently
     used first) when it is full. 0 means one slot context plus 2048 for each other slot,
     shrunk to fit the available memory."""
+
+    memory_limit: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Bytes of memory the automatic choices (context, slots, KV pool) and can_load may
+    count on, when less than the machine has free; 0 means what the machine has free."""
 
     n_batch: Annotated[int, msgspec.Meta(ge=32, le=8192)] = 512
     """Most tokens sent to llama.cpp in one decode step; long prompts are cut into chunks of

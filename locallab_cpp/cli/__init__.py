@@ -18,6 +18,7 @@ from locallab_cpp.config import (
     FIELD_NAMES,
     LIST_FIELDS,
     REPACK_CHOICES,
+    VALUE_CACHE_TYPE_CHOICES,
     Settings,
     field_docs,
     load_settings,
@@ -37,6 +38,7 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--cache-type-v", "cache_type_v", str),
     ("--parallel", "parallel", int),
     ("--kv-pool-tokens", "kv_pool_tokens", int),
+    ("--memory-limit", "memory_limit", int),
     ("--n-batch", "n_batch", int),
     ("--queue-size", "queue_size", int),
     ("--max-generation-s", "max_generation_s", float),
@@ -56,7 +58,7 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
 CHOICES: dict[str, tuple[str, ...]] = {
     "repack": REPACK_CHOICES,
     "cache_type_k": CACHE_TYPE_CHOICES,
-    "cache_type_v": CACHE_TYPE_CHOICES,
+    "cache_type_v": VALUE_CACHE_TYPE_CHOICES,
 }
 
 

@@ -15,7 +15,6 @@ from locallab_cpp.models import hub, sizing
 from locallab_cpp.models.catalog import catalog
 from locallab_cpp.models.progress import LoadProgress, Phase
 from locallab_cpp.models.registry import ModelSpec, Registry
-from locallab_cpp.sysinfo import available_memory
 
 
 def run_models_command(command: str, model_id: str | None, settings: Settings) -> int:
@@ -90,7 +89,7 @@ def _rm(registry: Registry, spec: ModelSpec) -> int:
 def _info(registry: Registry, spec: ModelSpec, settings: Settings) -> int:
     path = registry.local_path(spec)
     size = path.stat().st_size if path is not None else spec.size_bytes
-    free = available_memory()
+    free = sizing.available_memory(settings)
     memory = sizing.plan(spec, settings, free, size)
     need = memory.need_bytes
     if spec.source == "hub":
@@ -114,7 +113,13 @@ def _info(registry: Registry, spec: ModelSpec, settings: Settings) -> int:
         (
             "KV cache",
             f"{_mb(memory.kv_bytes)} ({memory.pool_tokens} tokens shared by "
-            f"{memory.parallel} slots, {memory.n_ctx_slot} per request)",
+            f"{memory.parallel} slots, {memory.n_ctx_slot} per request"
+            + (
+                f"; {_mb(memory.checkpoint_bytes)} of it window checkpoints"
+                if memory.checkpoint_bytes
+                else ""
+            )
+            + ")",
         ),
         (
             "memory needed",

@@ -25,9 +25,16 @@ class CatalogEntry:
     size_on_disk_bytes: int
     """The local file's size; 0 when there is none."""
     estimated_memory_bytes: int
-    """Memory it needs once loaded at the current settings (sizing.estimated_need)."""
+    """Memory it needs once loaded at the current settings (sizing.plan's need_bytes)."""
     context_length: int
     """Tokens one request can use: the slot context the engine will configure."""
+    available_memory_bytes: int = 0
+    """The memory the plan counted on (sizing.available_memory: free memory, capped)."""
+
+    @property
+    def fits(self) -> bool:
+        """Whether it can load now at the current settings (what ``can_load`` reports)."""
+        return self.estimated_memory_bytes <= self.available_memory_bytes
 
     @property
     def size_bytes(self) -> int:
@@ -52,19 +59,27 @@ def _file_size(path: Path | None) -> int:
         return 0
 
 
-def describe(registry: Registry, spec: ModelSpec, settings: Settings) -> CatalogEntry:
-    """One entry; touches the disk (hub cache look-ups), so call it off the event loop."""
+def describe(
+    registry: Registry, spec: ModelSpec, settings: Settings, available: int | None = None
+) -> CatalogEntry:
+    """One entry, planned (sizing.plan, as the engine will) with ``available`` bytes (None:
+    sizing.available_memory now); touches the disk (hub cache look-ups), so call it off the
+    event loop."""
     path = registry.local_path(spec)
     on_disk = _file_size(path)
+    memory = sizing.plan(spec, settings, available, on_disk)
     return CatalogEntry(
         spec=spec,
         path=path,
         size_on_disk_bytes=on_disk,
-        estimated_memory_bytes=sizing.estimated_need(spec, settings, on_disk),
-        context_length=sizing.slot_context(spec, settings),
+        estimated_memory_bytes=memory.need_bytes,
+        context_length=memory.n_ctx_slot,
+        available_memory_bytes=memory.available_bytes,
     )
 
 
 def catalog(registry: Registry, settings: Settings) -> list[CatalogEntry]:
-    """Every registry entry in registry order (blocking: disk look-ups)."""
-    return [describe(registry, spec, settings) for spec in registry]
+    """Every registry entry in registry order, all planned with the same available memory
+    (blocking: disk look-ups)."""
+    available = sizing.available_memory(settings)
+    return [describe(registry, spec, settings, available) for spec in registry]

@@ -80,6 +80,14 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     """Key/value attention heads per layer, for the KV-cache estimate (0 if unknown)."""
     head_dim: NonNegative = 0
     """Size of one attention head, for the KV-cache estimate (0 if unknown)."""
+    swa_window: NonNegative = 0
+    """Tokens a sliding-window layer attends to (GGUF ``<arch>.attention.sliding_window``;
+    0: every layer attends to the whole context)."""
+    swa_layers: NonNegative = 0
+    """How many of the layers are sliding-window layers (with swa_window): they keep only
+    a window-sized KV cache, which the estimate counts."""
+    vocab_size: NonNegative = 0
+    """Tokens of the vocabulary, for the estimate's tokenizer and logits (0 if unknown)."""
 
     @property
     def source(self) -> Source:
@@ -356,6 +364,11 @@ def _validate(spec: ModelSpec) -> None:
         raise ConfigError(f"Model '{spec.id}': 'revision' only applies to hub entries.")
     if spec.path is not None and not spec.path.lower().endswith(".gguf"):
         raise ConfigError(f"Model '{spec.id}': 'path' must name a .gguf file.")
+    if bool(spec.swa_window) != bool(spec.swa_layers) or spec.swa_layers > spec.layers:
+        raise ConfigError(
+            f"Model '{spec.id}': 'swa_window' and 'swa_layers' go together, and 'swa_layers' "
+            "cannot exceed 'layers'."
+        )
     if spec.sha256 is not None and not _SHA256.fullmatch(spec.sha256):
         raise ConfigError(f"Model '{spec.id}': 'sha256' must be 64 hexadecimal digits.")
 

@@ -182,7 +182,9 @@ def test_available_with_nothing_loaded(empty_client: Any) -> None:
 
 
 def test_can_load_follows_free_memory(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models_controller, "available_memory", lambda: 0)
+    import locallab_cpp.sysinfo
+
+    monkeypatch.setattr(locallab_cpp.sysinfo, "available_memory", lambda: 0)
     models = {m["id"]: m for m in client.get("/models/available").json()["models"]}
     assert models["beta"]["can_load"] is False
     assert models["alpha"]["can_load"] is True  # already loaded

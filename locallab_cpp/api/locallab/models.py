@@ -28,7 +28,6 @@ from locallab_cpp.models.catalog import catalog
 from locallab_cpp.models.manager import ModelManager
 from locallab_cpp.models.progress import ProgressSnapshot
 from locallab_cpp.models.registry import ModelSpec
-from locallab_cpp.sysinfo import available_memory
 
 PROGRESS_INTERVAL_S = 0.5
 """How often the progress stream sends an event while a load runs."""
@@ -159,7 +158,7 @@ class ModelsController(Controller):
         machine's available memory holds it, and the progress of one being loaded."""
         current = models.current_id
         loading = _active(models)
-        free = available_memory()
+        free = sizing.available_memory(models.settings)
         # The catalog touches the disk (hub cache look-ups): keep it off the event loop.
         listed = await asyncio.to_thread(catalog, models.registry, models.settings)
         entries = []
