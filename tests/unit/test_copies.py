@@ -18,11 +18,16 @@ from helpers import make_settings
 from locallab_cpp.engine.llama import copies
 from locallab_cpp.engine.llama.copies import CopyGroups
 from locallab_cpp.engine.llama.slots import Job, Slot
+from locallab_cpp.engine.llama.windows import Windows
 from locallab_cpp.engine.types import GenerationHandle, GenerationInput, SamplingParams
 from locallab_cpp.errors import InvalidRequest
 from locallab_cpp.models.registry import Registry
 
 PROMPT = (1, 5, 6, 7)
+
+
+_NO_WINDOWS = Windows(None, None, n_swa=0, windowed=False)
+"""Cuts as for a model without sliding windows (copies.py cuts through windows.py)."""
 
 
 def test_copies_get_seed_plus_index() -> None:
@@ -62,7 +67,7 @@ def _assign(slot: Slot, job: Job, keep: int = 0) -> None:
 
 
 def test_take_brings_copies_along_up_to_the_room(loop: asyncio.AbstractEventLoop) -> None:
-    groups = CopyGroups(None, None, 0)
+    groups = CopyGroups(None, None, 0, _NO_WINDOWS)
     a0, a1, a2, a3 = group = _jobs(loop, 4)
     other = _jobs(loop, 1)[0]
     pending = deque([*group, other])
@@ -79,7 +84,7 @@ def test_take_brings_copies_along_up_to_the_room(loop: asyncio.AbstractEventLoop
 def test_cancelled_copies_are_skipped_and_a_cancelled_leader_passes_on(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    groups = CopyGroups(None, None, 0)
+    groups = CopyGroups(None, None, 0, _NO_WINDOWS)
     a0, a1, a2, a3 = group = _jobs(loop, 4)
     pending = deque(group)
     groups.queue(group)
@@ -115,7 +120,7 @@ def test_fan_out_copies_cells_and_samples_each_copy_from_the_original_logits(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     llama = _Llama(monkeypatch)
-    groups = CopyGroups(None, None, 4)
+    groups = CopyGroups(None, None, 4, _NO_WINDOWS)
     src, s1, s2 = Slot(seq_id=0), Slot(seq_id=1), Slot(seq_id=2, kv_tokens=[1, 5, 9])
     j0, j1, j2 = _jobs(loop, 3)
     _assign(src, j0)
@@ -138,7 +143,8 @@ def test_fan_out_copies_cells_and_samples_each_copy_from_the_original_logits(
     )
     # One shared KV cache: cells from the copy's own prefix on are shared with it.
     assert llama.copied == [(0, 1, 0, -1), (0, 2, 2, -1)]
-    assert llama.removed == [(1, 0, -1), (2, 2, -1)]
+    # Nothing past the kept prefix in either copy's cache: no cut needed (windows.py).
+    assert llama.removed == []
     assert s1.kv_tokens == s2.kv_tokens == list(PROMPT)
     assert (j1.cached_tokens, j2.cached_tokens) == (4, 4)
     assert copied == 4 + 2  # what the cached counter lacked: s2 had counted its 2 already
@@ -154,7 +160,7 @@ def test_a_cancelled_waiting_copy_is_left_out(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     llama = _Llama(monkeypatch)
-    groups = CopyGroups(None, None, 4)
+    groups = CopyGroups(None, None, 4, _NO_WINDOWS)
     src, s1, s2 = Slot(seq_id=0), Slot(seq_id=1), Slot(seq_id=2)
     j0, j1, j2 = _jobs(loop, 3)
     for slot, job in ((src, j0), (s1, j1), (s2, j2)):
@@ -170,7 +176,7 @@ def test_a_source_that_leaves_hands_the_prompt_to_its_first_live_copy(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     llama = _Llama(monkeypatch)
-    groups = CopyGroups(None, None, 4)
+    groups = CopyGroups(None, None, 4, _NO_WINDOWS)
     src, s1, s2, s3 = (Slot(seq_id=i) for i in range(4))
     j0, j1, j2, j3 = _jobs(loop, 4)
     for slot, job in ((src, j0), (s1, j1), (s3, j3)):

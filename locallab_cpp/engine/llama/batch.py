@@ -3,7 +3,7 @@ chunks, each under its slot's ``seq_id``, with the rows whose logits are wanted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import llama_cpp
 
@@ -45,9 +45,15 @@ class StepBatch:
             slot.out_index = n
         self.n = n + 1
 
-    def add_prompt_chunks(self, slots: Sequence[Slot], budget: int) -> None:
+    def add_prompt_chunks(
+        self,
+        slots: Sequence[Slot],
+        budget: int,
+        pause_at: Callable[[Slot], int | None] = lambda slot: None,
+    ) -> None:
         """Fill up to ``budget`` rows with the next prompt tokens of prefilling slots, in slot
-        order; the last token of a prompt asks for its logits (the first answer token)."""
+        order; the last token of a prompt asks for its logits (the first answer token). A
+        slot's chunk ends early at ``pause_at(slot)`` (a window checkpoint, windows.py)."""
         for slot in slots:
             if budget <= 0:
                 break
@@ -56,6 +62,9 @@ class StepBatch:
             assert slot.job is not None
             prompt = slot.job.inp.prompt_tokens
             end = min(len(prompt), slot.prompt_pos + budget)
+            pause = pause_at(slot)
+            if pause is not None and slot.prompt_pos < pause:
+                end = min(end, pause)
             for i in range(slot.prompt_pos, end):
                 self.add(slot, prompt[i], i == len(prompt) - 1)
             budget -= end - slot.prompt_pos

@@ -42,6 +42,7 @@ import llama_cpp
 from locallab_cpp.engine.llama.outbox import Outbox
 from locallab_cpp.engine.llama.sampling import logits_row
 from locallab_cpp.engine.llama.slots import Job, Slot, common_prefix
+from locallab_cpp.engine.llama.windows import Windows
 
 SampleFn = Callable[[Slot, Job, int], int]
 """DecodeLoop._sample: the next token of a slot's job from a batch row's logits."""
@@ -73,9 +74,10 @@ class CopyGroups:
     decode loop's condition held; the rest on the engine thread only.
     """
 
-    def __init__(self, ctx: Any, memory: Any, n_vocab: int) -> None:
+    def __init__(self, ctx: Any, memory: Any, n_vocab: int, windows: Windows) -> None:
         self._ctx = ctx
         self._memory = memory
+        self._windows = windows
         self._n_vocab = n_vocab
         self._queued: dict[Job, list[Job]] = {}
         """First queued copy -> the other copies, queued right behind it in this order."""
@@ -166,10 +168,10 @@ class CopyGroups:
             slot, job = w.slot, w.job
             if slot.job is not job:  # cancelled while waiting
                 continue
-            # The destination's own cells up to the common prefix stay; the source's cells
+            # The destination's own cells up to the common prefix stay (with a sliding
+            # window: up to a point whose window it has, windows.py); the source's cells
             # from there on are shared with it (no stale cell may sit at their positions).
-            keep = common_prefix(slot.kv_tokens, source.kv_tokens)
-            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
+            keep = self._windows.truncate(slot, common_prefix(slot.kv_tokens, source.kv_tokens))
             llama_cpp.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, keep, -1)
             slot.kv_tokens[:] = source.kv_tokens
             copied += prompt_len - job.cached_tokens

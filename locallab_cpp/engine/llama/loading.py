@@ -16,7 +16,7 @@ from typing import Any
 import llama_cpp
 from llama_cpp import _internals
 
-from locallab_cpp.config import CACHE_TYPE_BYTES, Settings
+from locallab_cpp.config import CACHE_TYPE_BYTES, Settings, value_cache_type
 from locallab_cpp.engine.llama import drafting
 from locallab_cpp.engine.llama.repack import AppliedRepack, apply_repack, resolve_repack
 from locallab_cpp.errors import ModelUnavailable
@@ -125,6 +125,10 @@ class LoadedModel:
     """Slots (sequences decoded together)."""
     pool_tokens: int
     """KV cells all slots share (llama.cpp's unified KV cache)."""
+    n_swa: int
+    """The model's attention window in tokens (0: no sliding-window layers)."""
+    windowed: bool
+    """Whether sliding-window layers keep only a window (cuts need checkpoints: windows.py)."""
     n_gpu_layers: int
     threads: int
     repack: AppliedRepack
@@ -204,13 +208,18 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
     cparams.n_ctx = pool
     cparams.n_batch = settings.n_batch
     cparams.n_ubatch = ubatch_size(settings.n_batch, n_gpu_layers)
+    n_swa = int(llama_cpp.llama_model_n_swa(model.model))
+    # A window as long as a request's context never drops a cell it needs.
+    windowed = 0 < n_swa < n_ctx_slot
     cparams.n_seq_max = parallel
     cparams.n_threads = threads
     cparams.n_threads_batch = threads
-    # Full-size SWA cache: prefix reuse needs to cut a sequence's cache at any position.
-    cparams.swa_full = True
+    # Sliding-window layers keep a window-sized cache; cutting a sequence back then needs
+    # a checkpoint of its window (windows.py).
+    cparams.swa_full = False
     cparams.type_k = GGML_CACHE_TYPES[settings.cache_type_k]
-    cparams.type_v = GGML_CACHE_TYPES[settings.cache_type_v]
+    value_type = value_cache_type(settings, windowed)
+    cparams.type_v = GGML_CACHE_TYPES[value_type]
     # One KV stream that every slot shares: memory follows use, since a slot takes cells
     # only for the tokens it holds (pool.py keeps the accounts and evicts idle caches).
     # Attention then scans the shared cells, masked per sequence: with several slots busy
@@ -221,7 +230,7 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
     # step (see drafting.py). Without this bound llama.cpp sizes its compute buffer for
     # logits of every token of a full batch: with Gemma's 262k vocabulary that is 512 MB
     # that we would never use.
-    cparams.n_outputs_max = max(parallel, drafting.ROWS)
+    cparams.n_outputs_max = max(cparams.n_seq_max, drafting.ROWS)
     try:
         ctx = _internals.LlamaContext(model=model, params=cparams, verbose=False)
     except ValueError:
@@ -237,8 +246,10 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
         parallel=parallel,
         # llama.cpp may pad the cache (to 256 cells): the pool is what it really holds.
         pool_tokens=max(pool, int(llama_cpp.llama_n_ctx(ctx.ctx))),
+        n_swa=n_swa,
+        windowed=windowed,
         n_gpu_layers=n_gpu_layers if gpu_offload_supported() else 0,
         threads=threads,
         repack=repack,
-        cache_types=(settings.cache_type_k, settings.cache_type_v),
+        cache_types=(settings.cache_type_k, value_type),
     )

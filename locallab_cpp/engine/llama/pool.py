@@ -40,9 +40,10 @@ POOL_FULL = (
 class KvPool:
     """Cells of the shared KV cache: who holds them, and eviction of idle slots' caches."""
 
-    def __init__(self, memory: Any, size: int) -> None:
-        self._memory = memory
+    def __init__(self, size: int, truncate: Callable[[Slot, int], int]) -> None:
         self.size = size
+        self._truncate = truncate
+        """windows.Windows.truncate: cuts a slot's cache, returns the tokens it kept."""
         self.evicted_total = 0
         """Cached tokens of idle slots dropped to make room (a stats counter)."""
         self._clock = 0
@@ -84,13 +85,9 @@ class KvPool:
             return True
         idle = sorted((s for s in slots if s.job is None and s.kv_tokens), key=_last_used)
         for slot in idle:
-            drop = min(short, len(slot.kv_tokens))
-            keep = len(slot.kv_tokens) - drop
-            if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1):
-                # A partial removal can be refused (llama.cpp's recurrent caches): drop all.
-                llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-                drop, keep = len(slot.kv_tokens), 0
-            del slot.kv_tokens[keep:]
+            had = len(slot.kv_tokens)
+            # A window checkpoint or a refused partial removal may keep less than asked.
+            drop = had - self._truncate(slot, had - min(short, had))
             self.evicted_total += drop
             short -= drop
             if short <= 0:

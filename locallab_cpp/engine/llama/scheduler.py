@@ -30,6 +30,7 @@ from locallab_cpp.engine.llama.sampling import (
 )
 from locallab_cpp.engine.llama.slots import Job, Slot, common_prefix
 from locallab_cpp.engine.llama.text import Pieces, find_stop, stop_hold
+from locallab_cpp.engine.llama.windows import Windows
 from locallab_cpp.engine.types import (
     EngineFinishReason,
     Finished,
@@ -69,10 +70,16 @@ class DecodeLoop:
         self._batch = StepBatch(n_batch)
         self._pieces = Pieces(self._vocab)
         self.slots = [Slot(seq_id=i) for i in range(parallel)]
+        self.windows = Windows(
+            self._ctx, self._memory, n_swa=loaded.n_swa, windowed=loaded.windowed
+        )
+        """Cuts of slots' caches and sliding-window checkpoints; see windows.py."""
+        # Rejected guesses cut the cache every step: no drafting where cuts need checkpoints.
+        draft = draft and not self.windows.enabled
         self._drafts = drafting.DraftController() if draft else None
-        self.copies = CopyGroups(self._ctx, self._memory, self._n_vocab)
+        self.copies = CopyGroups(self._ctx, self._memory, self._n_vocab, self.windows)
         """Copies of one prompt (GenerationInput.n); see copies.py."""
-        self.pool = pool.KvPool(self._memory, loaded.pool_tokens)
+        self.pool = pool.KvPool(loaded.pool_tokens, self.windows.truncate)
         """The KV cells every slot shares; see pool.py."""
         self.pending: deque[Job] = deque()
         self.cond = threading.Condition()
@@ -207,10 +214,7 @@ class DecodeLoop:
         keep = common_prefix(slot.kv_tokens, prompt)
         if keep == len(prompt):
             keep -= 1  # the last prompt token must be decoded again to get its logits
-        if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1):
-            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-            keep = 0
-        del slot.kv_tokens[keep:]
+        keep = self.windows.truncate(slot, keep)
         slot.job = job
         self._started[slot.seq_id] = time.monotonic()
         slot.prompt_pos = keep
@@ -227,6 +231,7 @@ class DecodeLoop:
         self.n_active += 1
         self.prompt_total += len(prompt)
         self.cached_total += keep
+        self.windows.begin(slot)
 
     def _sample(self, slot: Slot, job: Job, index: int) -> int:
         """Pick the next token of ``slot`` from the logits at batch position ``index``."""
@@ -288,7 +293,7 @@ class DecodeLoop:
         if generating:
             budget = min(budget, max(1, batch.capacity // SHARED_CHUNK_DIVISOR))
         budget, remaining = self.pool.prefill_budget(self.slots, budget)
-        batch.add_prompt_chunks(self.slots, budget)
+        batch.add_prompt_chunks(self.slots, budget, self.windows.pause_at)
         if batch.n == 0:
             if remaining:  # prompts that the full pool cannot take: the youngest gives way
                 self._fit_pool([], outbox, force=True)
@@ -308,6 +313,7 @@ class DecodeLoop:
                 outbox.append((slot.job.handle, EngineFailure()))
                 self._release(slot)
             return
+        self.windows.after_step(batch.touched)
         produced = 0
         for slot in self.slots:
             if slot.out_index < 0 or slot.job is None:

@@ -1,0 +1,163 @@
+"""Cutting a slot's KV cache back, and the checkpoints that make it possible for
+sliding-window models.
+
+A sliding-window model (Gemma 2/3, and others llama.cpp runs with an ``iswa`` cache) keeps,
+in most of its layers, only the last ``n_swa`` positions of each sequence: the context is
+opened with ``swa_full`` off (loading.py), so those layers hold a window-sized cache instead
+of the whole pool. llama.cpp reuses a sequence's cell as soon as it falls out of that
+sequence's window (``llama_kv_cache::find_slot``: a cell held by one sequence and masked for
+it is free), so after a sequence has grown past a position, its window *at* that position
+is gone: cutting the cache back to it with ``llama_memory_seq_rm`` alone would leave
+attention with missing cells. That is what prefix reuse does (a follow-up turn that
+diverges, a repeated prompt, eviction from the end of an idle cache).
+
+So every cut goes through :meth:`Windows.truncate`. Without a window it is a plain
+``seq_rm``. With one, a cut to the very end is free, and any other cut goes back to the
+latest checkpoint at or before the cut: the sliding-window layers' cells of the sequence at
+that point, saved with ``llama_state_seq_get_data_ext(..., PARTIAL_ONLY)`` (llama.cpp leaves
+out cells outside the window) and put back with ``..._set_data_ext``, while the
+full-attention layers are cut with ``seq_rm`` as usual. The tokens between the checkpoint
+and the cut are computed again; without a checkpoint the cache starts over.
+
+Checkpoints are taken CHECKPOINT_BEFORE_END tokens before the end of each prompt of at least
+MIN_CHECKPOINT_TOKENS tokens (prefill stops there for a step), or where a job resumes when
+its cached prefix reaches past that point. A follow-up turn extends the
+previous prompt, so it resumes there and recomputes only the previous answer and the new
+turn; a repeated prompt resumes a few tokens before its end. At most
+:data:`~locallab_cpp.models.sizing.CHECKPOINTS_PER_SLOT` are kept per slot (the earliest
+dropped), each at most one window of the sliding-window layers (the estimate counts them).
+
+Rejected drafted guesses (guesses.py) would be such a cut, on every step: drafting is off
+for windowed models.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import llama_cpp
+
+from locallab_cpp.engine.llama.slots import Slot
+from locallab_cpp.models.sizing import CHECKPOINTS_PER_SLOT
+
+logger = logging.getLogger("locallab_cpp.engine")
+
+_PARTIAL = llama_cpp.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY
+
+MIN_CHECKPOINT_TOKENS = 64
+"""Shorter prompts are cheaper to compute again than to checkpoint (and reuse of a prefix
+needs PREFIX_REUSE_MIN_TOKENS anyway)."""
+
+CHECKPOINT_BEFORE_END = 4
+"""A checkpoint is taken this many tokens before the end of a prompt (llama-server's
+offset too): a template that renders the last turn differently once it is history can
+still resume there, and the prompt's tail goes to llama.cpp as one multi-token chunk."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The sliding-window layers' cells of one sequence after its first ``n_tokens``."""
+
+    n_tokens: int
+    data: bytes
+
+
+class Windows:
+    """Cuts of slots' caches, and their window checkpoints (on the engine thread)."""
+
+    def __init__(self, ctx: Any, memory: Any, *, n_swa: int, windowed: bool) -> None:
+        self._ctx = ctx
+        self._memory = memory
+        self.n_swa = n_swa
+        self.enabled = windowed and n_swa > 0
+        """Whether the sliding-window layers hold only a window (checkpoints needed)."""
+        self._saved: dict[int, list[Checkpoint]] = {}
+        self._target: dict[int, int] = {}
+        """Per slot: the prompt position of the checkpoint its job still has to take."""
+        self.restored = 0
+        """Checkpoints put back (a stats counter for tests and logs)."""
+
+    def checkpoints(self, slot: Slot) -> list[Checkpoint]:
+        """The slot's checkpoints, earliest first."""
+        return self._saved.get(slot.seq_id, [])
+
+    def begin(self, slot: Slot) -> None:
+        """A job took the slot (its cache already cut): choose where its prefill stops for a
+        checkpoint, CHECKPOINT_BEFORE_END tokens before the end of a prompt that is long
+        enough, or where it resumes if that is later; take it now if it is here."""
+        self._target.pop(slot.seq_id, None)
+        if not self.enabled or slot.job is None:
+            return
+        at = len(slot.job.inp.prompt_tokens) - CHECKPOINT_BEFORE_END
+        if at < MIN_CHECKPOINT_TOKENS:
+            return
+        at = max(at, slot.prompt_pos)
+        if any(c.n_tokens == at for c in self.checkpoints(slot)):
+            return
+        self._target[slot.seq_id] = at
+        self.after_step([slot])
+
+    def pause_at(self, slot: Slot) -> int | None:
+        """Prompt position where the slot's prefill stops for a checkpoint (None: none)."""
+        return self._target.get(slot.seq_id)
+
+    def after_step(self, slots: list[Slot]) -> None:
+        """Take the checkpoints that this step's prefill stopped for."""
+        for slot in slots:
+            at = self._target.get(slot.seq_id)
+            if at is not None and slot.prompt_pos == at and len(slot.kv_tokens) == at:
+                del self._target[slot.seq_id]
+                self._save(slot)
+
+    def _save(self, slot: Slot) -> None:
+        size = llama_cpp.llama_state_seq_get_size_ext(self._ctx, slot.seq_id, _PARTIAL)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data_ext(
+            self._ctx, buf, size, slot.seq_id, _PARTIAL
+        )
+        if not written:
+            logger.warning("could not checkpoint the window of slot %d", slot.seq_id)
+            return
+        kept = self._saved.setdefault(slot.seq_id, [])
+        kept.append(Checkpoint(len(slot.kv_tokens), bytes(buf)[:written]))
+        kept.sort(key=lambda c: c.n_tokens)
+        while len(kept) > CHECKPOINTS_PER_SLOT:
+            kept.pop(0)
+
+    def truncate(self, slot: Slot, keep: int) -> int:
+        """Cut the slot's cache to at most its first ``keep`` tokens; how many it keeps
+        (``keep`` itself without windows, else the latest checkpoint at or before it, or 0)."""
+        have = len(slot.kv_tokens)
+        keep = max(0, min(keep, have))
+        if keep == have:
+            return keep
+        if not self.enabled:
+            if not llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1):
+                keep = self.clear(slot)  # a partial removal can be refused (recurrent caches)
+            del slot.kv_tokens[keep:]
+            return keep
+        usable = [c for c in self.checkpoints(slot) if 0 < c.n_tokens <= keep]
+        if not usable:
+            return self.clear(slot)
+        point = usable[-1]
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, point.n_tokens, -1)
+        data = (ctypes.c_uint8 * len(point.data)).from_buffer_copy(point.data)
+        if not llama_cpp.llama_state_seq_set_data_ext(
+            self._ctx, data, len(point.data), slot.seq_id, _PARTIAL
+        ):
+            logger.warning("could not restore the window checkpoint of slot %d", slot.seq_id)
+            return self.clear(slot)
+        self.restored += 1
+        del slot.kv_tokens[point.n_tokens :]
+        self._saved[slot.seq_id] = [c for c in usable if c.n_tokens <= point.n_tokens]
+        return point.n_tokens
+
+    def clear(self, slot: Slot) -> int:
+        """Empty the slot's cache and drop its checkpoints; 0 (the tokens kept)."""
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        slot.kv_tokens.clear()
+        self._saved.pop(slot.seq_id, None)
+        return 0
