@@ -16,7 +16,7 @@ KV pool), which would make the peak depend on how long the benchmark runs.
 ``--llama-server-args`` appends flags (the later flag wins), e.g. ``"--cache-ram 8192"``.
 
 Sliding-window models (Gemma 3): ``--llama-server-swa auto`` mirrors ours when /system/info
-says whether its sliding-window layers keep only a window (``windowed`` or ``swa_full`` in
+says whether its sliding-window layers keep only a window (``sliding_window`` in
 active_model); when it does not say, llama-server keeps its default (window-sized SWA cache,
 with context checkpoints); ``full`` adds ``--swa-full``, ``window`` never does.
 
@@ -187,6 +187,9 @@ def _swa_full(model: dict[str, Any], mode: str) -> tuple[bool, str]:
     if isinstance(model.get("swa_full"), bool):
         full = bool(model["swa_full"])
         return full, f"as ours (/system/info: swa_full {str(full).lower()})"
+    window = model.get("sliding_window")
+    if isinstance(window, int) and window > 0:
+        return False, f"as ours (/system/info: sliding_window {window})"
     if isinstance(model.get("windowed"), bool):
         full = not model["windowed"]
         return full, f"as ours (/system/info: windowed {str(not full).lower()})"

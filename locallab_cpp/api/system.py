@@ -68,6 +68,7 @@ class SystemController(Controller):
                 kv_pool_tokens=int(details.get("kv_pool_tokens", 0)),
                 cache_type_k=str(details.get("cache_type_k", "f16")),
                 cache_type_v=str(details.get("cache_type_v", "f16")),
+                sliding_window=int(details.get("sliding_window", 0)),
                 repack=str(details.get("repack", "on")),
                 repack_reason=str(details.get("repack_reason", "")),
                 active_sequences=stats.active,

@@ -351,13 +351,19 @@ class ActiveModel(msgspec.Struct, kw_only=True):
     n_batch: int
     quantization: str
     kv_cache_bytes: int
-    """Size of the KV pool all slots share (in its key and value formats)."""
+    """Size of the KV cache all slots share, in its key and value formats: the pool in the
+    full-attention layers, a window per slot in sliding-window layers, and the window
+    checkpoints' allowance."""
     kv_pool_tokens: int = 0
     """Token cells of that pool (--kv-pool-tokens, or what the auto choice gave)."""
     cache_type_k: str = "f16"
     """Number format of the cached keys (--cache-type-k)."""
     cache_type_v: str = "f16"
-    """Number format of the cached values (--cache-type-v)."""
+    """Number format of the cached values (--cache-type-v; auto gives q8_0 where the model
+    keeps sliding windows)."""
+    sliding_window: int = 0
+    """Tokens of the attention window that sliding-window layers keep per sequence (0: the
+    model has none, or a request's context fits in one)."""
     repack: str = "on"
     """How llama.cpp may repack the weights (--repack): on, no-amx (CPU_REPACK only) or off."""
     repack_reason: str = ""

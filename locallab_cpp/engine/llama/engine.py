@@ -79,7 +79,7 @@ class LlamaEngine:
             size_bytes=path.stat().st_size,
             chat_format=self._template.name,
             loaded_at=time.time(),
-            details=self._loaded.details(spec, settings.n_batch),
+            details=self._loaded.details(spec, settings),
         )
         self._loop = DecodeLoop(
             self._loaded,

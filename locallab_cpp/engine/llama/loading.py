@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import msgspec
 from llama_cpp import _internals
 
 from locallab_cpp.config import CACHE_TYPE_BYTES, Settings, value_cache_type
@@ -136,26 +137,32 @@ class LoadedModel:
     cache_types: tuple[str, str] = ("f16", "f16")
     """The KV cache's key and value number formats (--cache-type-k/v)."""
 
-    def details(self, spec: ModelSpec, n_batch: int) -> dict[str, Any]:
+    def details(self, spec: ModelSpec, settings: Settings) -> dict[str, Any]:
         """Facts about the load for /system/info."""
         metadata = self.model.metadata()
+        if spec.layers:  # the registry knows the architecture: the estimate's own formula
+            used = msgspec.structs.replace(settings, cache_type_v=self.cache_types[1])
+            kv = sizing.kv_bytes(spec, used, self.pool_tokens, self.parallel, self.n_ctx_slot)
+        else:  # every layer over the pool: an upper bound where windows are kept
+            kv = kv_cache_bytes(
+                metadata,
+                self.pool_tokens,
+                CACHE_TYPE_BYTES[self.cache_types[0]],
+                CACHE_TYPE_BYTES[self.cache_types[1]],
+            )
         return {
             "architecture": metadata.get("general.architecture", ""),
             "description": self.model.desc(),
             "n_params": self.model.n_params(),
             "n_vocab": self.model.n_vocab(),
             "threads": self.threads,
-            "n_batch": n_batch,
+            "n_batch": settings.n_batch,
             "quantization": spec.quantization,
-            "kv_cache_bytes": kv_cache_bytes(
-                metadata,
-                self.pool_tokens,
-                CACHE_TYPE_BYTES[self.cache_types[0]],
-                CACHE_TYPE_BYTES[self.cache_types[1]],
-            ),
+            "kv_cache_bytes": kv,
             "kv_pool_tokens": self.pool_tokens,
             "cache_type_k": self.cache_types[0],
             "cache_type_v": self.cache_types[1],
+            "sliding_window": self.n_swa if self.windowed else 0,
             "repack": self.repack.plan.mode,
             "repack_reason": self.repack.plan.reason,
         }
