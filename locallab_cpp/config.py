@@ -60,27 +60,11 @@ CACHE_TYPE_BYTES: dict[str, float] = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 
 bytes, q4_0 in 18)."""
 
 
-ValueCacheType = Literal["auto", "f16", "q8_0", "q4_0"]
-VALUE_CACHE_TYPE_CHOICES: tuple[str, ...] = get_args(ValueCacheType)
-
-
-def value_cache_type(settings: Settings | None, windowed: bool) -> str:
-    """The value cache's number format: ``auto`` is q8_0 for a model whose sliding-window
-    layers keep only a window, else f16. With f16 keys and values, llama.cpp's tiled CPU
-    flash-attention kernel (prompt chunks of 64+ tokens) gave a wrong next token for
-    Gemma 3 once the window cache was shared by several sequences (reproduced in
-    tests/integration/test_engine_windows.py); q8_0 values take its per-cell kernel,
-    which got every case right, at half the value memory."""
-    setting = settings.cache_type_v if settings is not None else "f16"
-    if setting != "auto":
-        return setting
-    return "q8_0" if windowed else "f16"
-
-
-def cache_bytes_per_pair(settings: Settings | None, windowed: bool = False) -> float:
+def cache_bytes_per_pair(settings: Settings | None) -> float:
     """Bytes one key element and one value element take together in the KV cache."""
-    key = settings.cache_type_k if settings is not None else "f16"
-    return CACHE_TYPE_BYTES[key] + CACHE_TYPE_BYTES[value_cache_type(settings, windowed)]
+    if settings is None:
+        return 2 * CACHE_TYPE_BYTES["f16"]
+    return CACHE_TYPE_BYTES[settings.cache_type_k] + CACHE_TYPE_BYTES[settings.cache_type_v]
 
 
 RepackSetting = Literal["auto", "on", "no-amx", "off"]
@@ -124,9 +108,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Number format of the KV cache's keys: f16 (llama.cpp's default), q8_0 (about half
     the memory, nearly the same output) or q4_0 (about a quarter, visibly less exact)."""
 
-    cache_type_v: ValueCacheType = "auto"
-    """Number format of the KV cache's values (as cache_type_k); auto is q8_0 for models
-    that keep a sliding-window cache (see value_cache_type) and f16 for the others."""
+    cache_type_v: CacheType = "f16"
+    """Number format of the KV cache's values (as cache_type_k)."""
 
     repack: RepackSetting = "auto"
     """Whether llama.cpp may repack weights at load into the layouts its faster CPU kernels

@@ -18,7 +18,6 @@ from locallab_cpp.config import (
     FIELD_NAMES,
     LIST_FIELDS,
     REPACK_CHOICES,
-    VALUE_CACHE_TYPE_CHOICES,
     Settings,
     field_docs,
     load_settings,
@@ -58,7 +57,7 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
 CHOICES: dict[str, tuple[str, ...]] = {
     "repack": REPACK_CHOICES,
     "cache_type_k": CACHE_TYPE_CHOICES,
-    "cache_type_v": VALUE_CACHE_TYPE_CHOICES,
+    "cache_type_v": CACHE_TYPE_CHOICES,
 }
 
 

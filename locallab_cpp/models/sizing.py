@@ -130,15 +130,9 @@ def _pad(cells: int, to: int = SWA_PAD) -> int:
 def layer_token_bytes(spec: ModelSpec, settings: Settings | None = None) -> int:
     """Bytes one token takes in one layer's KV cache (keys and values), in the cache types of
     ``settings`` (f16 when None); without the architecture, a guess for all layers."""
-    # Whether the engine keeps windows (loading.py: window shorter than a request's
-    # context), for the value cache's "auto" type (config.value_cache_type).
-    n_ctx = config.slot_context(settings.n_ctx if settings else 0, spec.context_length)
-    windowed = 0 < spec.swa_window < n_ctx
     if spec.layers and spec.kv_heads and spec.head_dim:
-        return round(
-            spec.kv_heads * spec.head_dim * config.cache_bytes_per_pair(settings, windowed)
-        )
-    scale = config.cache_bytes_per_pair(settings, windowed) / (2 * F16_BYTES)
+        return round(spec.kv_heads * spec.head_dim * config.cache_bytes_per_pair(settings))
+    scale = config.cache_bytes_per_pair(settings) / (2 * F16_BYTES)
     return max(1, round(spec.size_bytes // KV_GUESS_DIVISOR * scale))
 
 

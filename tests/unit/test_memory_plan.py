@@ -37,20 +37,8 @@ def _window_cells(pool: int, slots: int) -> int:
     return -(-min(pool, 512 * slots + sizing.ubatch_size(Settings())) // 256) * 256
 
 
-F16_VALUES = Settings(cache_type_v="f16")
-"""The measured figures below were taken with f16 values (the default is auto: q8_0 for a
-windowed model, config.value_cache_type)."""
-
-
-def test_the_value_cache_defaults_to_q8_0_only_where_the_model_keeps_windows() -> None:
-    per_layer = sizing.layer_token_bytes
-    assert per_layer(GEMMA_270M, Settings()) == round(256 * (2 + 34 / 32))
-    assert per_layer(GEMMA_270M, F16_VALUES) == 1024
-    assert per_layer(MISTRAL_7B, Settings()) == per_layer(MISTRAL_7B, F16_VALUES)
-
-
 def test_a_small_model_keeps_todays_context_and_four_slots_sharing_a_smaller_pool() -> None:
-    plan = sizing.plan(GEMMA_270M, F16_VALUES, available=8 * GB)
+    plan = sizing.plan(GEMMA_270M, Settings(), available=8 * GB)
     assert (plan.n_ctx_slot, plan.parallel) == (10240, 4)
     assert plan.pool_tokens == 10240 + 3 * 2048  # not 4 x 10240
     # 1 KiB a token a layer: 3 full layers hold the pool, 15 window layers a window each.
@@ -80,7 +68,7 @@ def test_the_window_cache_is_what_llama_cpp_allocates() -> None:
 
 
 def test_window_checkpoints_are_counted_for_each_slot() -> None:
-    settings = F16_VALUES
+    settings = Settings()
     one_window = 512 * 15 * 1024
     assert sizing.CHECKPOINTS_PER_SLOT == 2
     for slots in (1, 4):
@@ -224,7 +212,7 @@ def test_the_estimate_counts_what_serving_needs_beyond_the_cache() -> None:
     # Calibrated against peak RSS (scripts/memory_check.py, docs/benchmarks.md): the
     # embedded model at the defaults took 499 MiB, its f16 copy 775 MiB.
     for size, peak in ((253_113_024, 499 * MIB), (542_833_344, 775 * MIB)):
-        need = sizing.plan(GEMMA_270M, F16_VALUES, available=8 * GB, size=size).need_bytes
+        need = sizing.plan(GEMMA_270M, Settings(), available=8 * GB, size=size).need_bytes
         assert abs(need - peak) <= 0.10 * peak, (size, need / MIB)
         assert need >= peak  # errs towards too much
 

@@ -359,8 +359,7 @@ class ActiveModel(msgspec.Struct, kw_only=True):
     cache_type_k: str = "f16"
     """Number format of the cached keys (--cache-type-k)."""
     cache_type_v: str = "f16"
-    """Number format of the cached values (--cache-type-v; auto gives q8_0 where the model
-    keeps sliding windows)."""
+    """Number format of the cached values (--cache-type-v)."""
     sliding_window: int = 0
     """Tokens of the attention window that sliding-window layers keep per sequence (0: the
     model has none, or a request's context fits in one)."""

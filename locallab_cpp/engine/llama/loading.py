@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
-import msgspec
 from llama_cpp import _internals
 
-from locallab_cpp.config import CACHE_TYPE_BYTES, Settings, value_cache_type
+from locallab_cpp.config import CACHE_TYPE_BYTES, Settings
 from locallab_cpp.engine.llama import drafting
 from locallab_cpp.engine.llama.repack import AppliedRepack, apply_repack, resolve_repack
 from locallab_cpp.errors import ModelUnavailable
@@ -141,8 +140,7 @@ class LoadedModel:
         """Facts about the load for /system/info."""
         metadata = self.model.metadata()
         if spec.layers:  # the registry knows the architecture: the estimate's own formula
-            used = msgspec.structs.replace(settings, cache_type_v=self.cache_types[1])
-            kv = sizing.kv_bytes(spec, used, self.pool_tokens, self.parallel, self.n_ctx_slot)
+            kv = sizing.kv_bytes(spec, settings, self.pool_tokens, self.parallel, self.n_ctx_slot)
         else:  # every layer over the pool: an upper bound where windows are kept
             kv = kv_cache_bytes(
                 metadata,
@@ -225,8 +223,7 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
     # a checkpoint of its window (windows.py).
     cparams.swa_full = False
     cparams.type_k = GGML_CACHE_TYPES[settings.cache_type_k]
-    value_type = value_cache_type(settings, windowed)
-    cparams.type_v = GGML_CACHE_TYPES[value_type]
+    cparams.type_v = GGML_CACHE_TYPES[settings.cache_type_v]
     # One KV stream that every slot shares: memory follows use, since a slot takes cells
     # only for the tokens it holds (pool.py keeps the accounts and evicts idle caches).
     # Attention then scans the shared cells, masked per sequence: with several slots busy
@@ -258,5 +255,5 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
         n_gpu_layers=n_gpu_layers if gpu_offload_supported() else 0,
         threads=threads,
         repack=repack,
-        cache_types=(settings.cache_type_k, value_type),
+        cache_types=(settings.cache_type_k, settings.cache_type_v),
     )
