@@ -10,8 +10,9 @@ log-probability moved by 0.06-0.14 and the less likely alternatives' by up to 0.
 when the prompt was computed from scratch in the shared layout or with flash attention off
 as when it resumed from a checkpoint. So the prompts end where the next token is no
 near-tie ("the lazy" -> " dog"), and the check is that token and its log-probability.
-With one slot the window cache has 1024 cells, so 900 prompt tokens plus 300 generated ones overwrite cells of the window at the
-prompt's end: a resume that ignored this would attend to missing cells.
+With one slot the window cache has 1024 cells, so 900 prompt tokens plus 300 generated
+ones overwrite cells of the window at the prompt's end: a resume that ignored this would
+attend to missing cells.
 """
 
 from __future__ import annotations
