@@ -114,21 +114,30 @@ REPETITIVE = [
 ]
 
 
+@pytest.mark.parametrize("n_ctx", [512, 2048])
 def test_drafting_gives_greedy_output_and_uses_its_guesses(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, n_ctx: int
 ) -> None:
     """Four greedy sequences decoded with prompt-lookup guesses give the greedy output of the
     same four without (up to the batch rounding measured above), and guesses were kept.
 
     The controller is told to draft at every step: whether drafting pays is a matter of
-    timing, which a busy test machine would make a matter of luck.
+    timing, which a busy test machine would make a matter of luck. With n_ctx 2048 Gemma's
+    sliding-window layers keep only their 512-token window: the prompts are repeated past
+    it and two slots share a 1280-cell window cache, so guesses land in reused cells and
+    rejected ones are cut from a window cache (engine/llama/windows.py says why that is
+    safe).
     """
+    windowed = n_ctx > 512
+    prompts = [(p + " ") * 30 if windowed else p for p in REPETITIVE]
     monkeypatch.setattr(DraftController, "should_draft", lambda _self, _n: True)
 
     def four(no_draft: bool) -> tuple[list[tuple[int, ...]], int]:
-        engine = open_embedded_engine(parallel=8, n_ctx=512, no_draft=no_draft)
+        slots = 2 if windowed else 8
+        engine = open_embedded_engine(parallel=slots, n_ctx=n_ctx, no_draft=no_draft)
         try:
-            inputs = [GenerationInput(tuple(engine.tokenize(p)), GREEDY, 48) for p in REPETITIVE]
+            assert engine._loop.windows.enabled is windowed
+            inputs = [GenerationInput(tuple(engine.tokenize(p)), GREEDY, 48) for p in prompts]
 
             async def run() -> list[Completion]:
                 handles = engine.submit(inputs)

@@ -74,8 +74,6 @@ class DecodeLoop:
             self._ctx, self._memory, n_swa=loaded.n_swa, windowed=loaded.windowed
         )
         """Cuts of slots' caches and sliding-window checkpoints; see windows.py."""
-        # Rejected guesses cut the cache every step: no drafting where cuts need checkpoints.
-        draft = draft and not self.windows.enabled
         self._drafts = drafting.DraftController() if draft else None
         self.copies = CopyGroups(self._ctx, self._memory, self._n_vocab, self.windows)
         """Copies of one prompt (GenerationInput.n); see copies.py."""

@@ -27,8 +27,10 @@ turn; a repeated prompt resumes a few tokens before its end. At most
 :data:`~locallab_cpp.models.sizing.CHECKPOINTS_PER_SLOT` are kept per slot (the earliest
 dropped), each at most one window of the sliding-window layers (the estimate counts them).
 
-Rejected drafted guesses (guesses.py) would be such a cut, on every step: drafting is off
-for windowed models.
+Rejected drafted guesses (guesses.py) are cut with a plain ``seq_rm``, and safely so: a
+drafting step is one micro-batch (at most drafting.ROWS rows), and llama.cpp picks the
+cells it may reuse by the sequence's last position *before* that micro-batch, so the cells
+the guesses took were already outside the window of every position the cut keeps.
 """
 
 from __future__ import annotations
