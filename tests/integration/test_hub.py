@@ -410,6 +410,10 @@ def test_unknown_id_and_non_hub_models(fake: Hub, tmp_path: Path) -> None:
     assert embedded.returncode == 1 and "nothing to remove" in embedded.stderr
 
 
+def _default_sigint() -> None:  # runs in the child between fork and exec
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupted_pull_leaves_nothing_and_starts_again_cleanly(
     fake: Hub, tmp_path: Path
 ) -> None:
@@ -424,6 +428,9 @@ def test_interrupted_pull_leaves_nothing_and_starts_again_cleanly(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A runner started in the background (`cmd &`) ignores SIGINT, children inherit
+        # that, and Python then installs no KeyboardInterrupt handler: give Ctrl-C back.
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
