@@ -70,16 +70,16 @@ class StepBatch:
             budget -= end - slot.prompt_pos
             slot.prompt_pos = end
 
-    def drop_touched(self, memory: object) -> list[Slot]:
+    def drop_touched(self, clear: Callable[[Slot], int]) -> list[Slot]:
         """After a failed llama_decode: clear the caches of the busy slots in this batch
-        (their state is unknown) and return those slots, for their jobs to be failed."""
+        (their state is unknown) with ``clear`` (windows.Windows.clear, which also drops
+        their window checkpoints) and return those slots, for their jobs to be failed."""
         busy = []
         for slot in self.touched:
             slot.drafts.clear()
             slot.draft_rows.clear()
             if slot.job is not None:
-                llama_cpp.llama_memory_seq_rm(memory, slot.seq_id, -1, -1)
-                slot.kv_tokens.clear()
+                clear(slot)
                 busy.append(slot)
         return busy
 

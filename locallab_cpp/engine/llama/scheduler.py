@@ -306,7 +306,7 @@ class DecodeLoop:
             return
         if rc != 0:
             logger.error("llama_decode returned %d", rc)
-            for slot in batch.drop_touched(self._memory):
+            for slot in batch.drop_touched(self.windows.clear):
                 assert slot.job is not None
                 outbox.append((slot.job.handle, EngineFailure()))
                 self._release(slot)
