@@ -99,7 +99,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psutil
@@ -475,35 +475,28 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec (Linu
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-class ServerProcess:
-    """``python -m locallab_cpp serve`` as a subprocess; a context manager that stops it."""
+class ChildProcess:
+    """A server under test as a subprocess, its output kept in a temporary file; a context
+    manager that stops it. Subclasses say what "ready" means (:meth:`is_ready`)."""
 
-    def __init__(self, cfg: Config, port: int, repo_root: Path) -> None:
+    name = "server"
+
+    def __init__(
+        self, cmd: list[str], port: int, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        self.cmd = cmd
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self._cmd = [
-            sys.executable, "-m", "locallab_cpp", "serve",
-            "--port", str(port),
-            "--threads", str(cfg.threads),
-            "--parallel", str(cfg.parallel),
-            "--rate-limit", "0",
-            "--repack", cfg.repack,
-            "--log-level", "warning",
-            *cfg.server_args,
-        ]  # fmt: skip
-        self._cwd = repo_root
+        self._cwd = cwd
+        self._env = env
         self._log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed in __exit__)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> ServerProcess:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(self._cwd), env.get("PYTHONPATH", "")) if p
-        )
+    def __enter__(self) -> Self:
         self.proc = subprocess.Popen(
-            self._cmd,
+            self.cmd,
             cwd=self._cwd,
-            env=env,
+            env=self._env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -526,27 +519,60 @@ class ServerProcess:
             proc.kill()
             proc.wait(timeout=10)
 
-    def log_tail(self, n: int = 4000) -> str:
+    def log(self) -> str:
+        """Everything the process wrote so far."""
         self._log.flush()
         self._log.seek(0)
-        return self._log.read().decode("utf-8", errors="replace")[-n:]
+        return self._log.read().decode("utf-8", errors="replace")
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log()[-n:]
+
+    def is_ready(self, client: httpx.Client) -> bool:
+        """Whether the server is ready for the benchmark (it may still be loading)."""
+        raise NotImplementedError
 
     def wait_ready(self, timeout: float) -> None:
-        """Block until /health says the model is loaded."""
+        """Block until :meth:`is_ready`; BenchError if the process exits or time runs out."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         with httpx.Client(base_url=self.url, timeout=5) as client:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise BenchError(
-                        f"server exited with {self.proc.returncode}:\n{self.log_tail()}"
+                        f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
-                    reply = client.get("/health")
-                    if reply.status_code == 200 and reply.json().get("model_loaded"):
+                    if self.is_ready(client):
                         return
                 time.sleep(0.2)
-        raise BenchError(f"server not ready after {timeout:.0f} s:\n{self.log_tail()}")
+        raise BenchError(f"{self.name} not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+
+class ServerProcess(ChildProcess):
+    """``python -m locallab_cpp serve`` as a subprocess."""
+
+    def __init__(self, cfg: Config, port: int, repo_root: Path) -> None:
+        cmd = [
+            sys.executable, "-m", "locallab_cpp", "serve",
+            "--port", str(port),
+            "--threads", str(cfg.threads),
+            "--parallel", str(cfg.parallel),
+            "--rate-limit", "0",
+            "--repack", cfg.repack,
+            "--log-level", "warning",
+            *cfg.server_args,
+        ]  # fmt: skip
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(repo_root), env.get("PYTHONPATH", "")) if p
+        )
+        super().__init__(cmd, port, cwd=repo_root, env=env)
+
+    def is_ready(self, client: httpx.Client) -> bool:
+        """/health says the model is loaded."""
+        reply = client.get("/health")
+        return reply.status_code == 200 and bool(reply.json().get("model_loaded"))
 
 
 class PeakRss(threading.Thread):

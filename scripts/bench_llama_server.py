@@ -40,14 +40,11 @@ is from the model load to the end of phase 2.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import re
 import shlex
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -199,61 +196,14 @@ def _swa_full(model: dict[str, Any], mode: str) -> tuple[bool, str]:
     )
 
 
-class LlamaServerProcess:
-    """llama-server as a subprocess; a context manager that stops it."""
+class LlamaServerProcess(bench.ChildProcess):
+    """llama-server as a subprocess."""
 
-    def __init__(self, cmd: list[str], port: int) -> None:
-        self.cmd = cmd
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self._log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (closed in __exit__)
-        self.proc: subprocess.Popen[bytes] | None = None
+    name = "llama-server"
 
-    def __enter__(self) -> LlamaServerProcess:
-        self.proc = subprocess.Popen(
-            self.cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=bench._die_with_parent if sys.platform == "linux" else None,
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self._log.close()
-
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-    def log(self) -> str:
-        self._log.flush()
-        self._log.seek(0)
-        return self._log.read().decode("utf-8", errors="replace")
-
-    def wait_ready(self, timeout: float) -> None:
-        """Block until /health answers 200 (it answers 503 while the model loads)."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.url, timeout=5) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise BenchError(
-                        f"llama-server exited with {self.proc.returncode}:\n{self.log()[-4000:]}"
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get("/health").status_code == 200:
-                        return
-                time.sleep(0.2)
-        raise BenchError(f"llama-server not ready after {timeout:.0f} s:\n{self.log()[-4000:]}")
+    def is_ready(self, client: httpx.Client) -> bool:
+        """/health answers 200 (it answers 503 while the model loads)."""
+        return client.get("/health").status_code == 200
 
 
 def greedy(max_tokens: int) -> dict[str, Any]:
@@ -395,7 +345,7 @@ def measure(
         try:
             asyncio.run(_load(server, cfg, long_body, out))
         except (BenchError, httpx.HTTPError, OSError, KeyError, ValueError) as exc:
-            print(server.log()[-4000:], file=sys.stderr)
+            print(server.log_tail(), file=sys.stderr)
             raise BenchError(f"llama-server phase failed: {exc!r}") from exc
         finally:
             out.peak_rss = sampler.stop()
