@@ -89,6 +89,25 @@ class InvalidRequest(LocalLabError):
     default_detail = "Invalid request"
 
 
+class TooManySequences(InvalidRequest):
+    """A request asks for more sequences than the slots and the queue hold together, so no
+    wait would let it in (a 400: ServerBusy's 503 says "retry", which would never work)."""
+
+    @classmethod
+    def check(cls, sequences: int, slots: int, queue_size: int) -> None:
+        """Raise unless ``sequences`` (prompts times ``n``) can ever be queued at once by an
+        engine of ``slots`` slots and ``queue_size`` queue places (the one rule: the engine
+        and the test fake both call it)."""
+        capacity = slots + queue_size
+        if sequences > capacity:
+            raise cls(
+                f"This request asks for {sequences} sequences (prompts times n); the server "
+                f"runs {slots} at once and queues {queue_size} more, so it takes at most "
+                f"{capacity} per request. Send fewer prompts or a smaller n per request, or "
+                "restart the server with a larger --queue-size."
+            )
+
+
 class NotFound(LocalLabError):
     """Unknown route or resource."""
 
@@ -150,6 +169,21 @@ class ContextLengthExceeded(PayloadTooLarge):
             )
         if prompt_tokens == 0:
             raise cls("The prompt is empty after tokenization.")
+
+    @classmethod
+    def check_text(cls, text_bytes: int, max_token_bytes: int, n_ctx: int) -> None:
+        """Raise when a text of ``text_bytes`` bytes cannot fit ``n_ctx`` tokens whatever
+        its tokens, each standing for at most ``max_token_bytes`` bytes (0: unknown, no
+        check); cheap, so huge prompts are refused before they are tokenized."""
+        if max_token_bytes <= 0:
+            return
+        at_least = -(-text_bytes // max_token_bytes)
+        if at_least >= n_ctx:
+            raise cls(
+                f"The prompt is at least {at_least} tokens ({text_bytes} bytes); this "
+                f"model's context holds {n_ctx} per request. Shorten the prompt, or restart "
+                "the server with a larger --n-ctx."
+            )
 
 
 class RateLimited(LocalLabError):

@@ -36,6 +36,10 @@ class EngineInfo:
     chat_format: str | None
     loaded_at: float
     details: Mapping[str, Any] = field(default_factory=dict)
+    max_token_bytes: int = 0
+    """The longest text one token stands for, in UTF-8 bytes (0: unknown). A text of more
+    bytes than this times the context cannot fit, which is known without tokenizing it:
+    llama.cpp's special-token parsing takes minutes on megabytes of ``<``."""
 
 
 @dataclass(frozen=True, slots=True)

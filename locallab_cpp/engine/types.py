@@ -36,6 +36,10 @@ class ChatPrompt:
     as plain text, never as control tokens, so a message cannot forge a turn. Empty when the
     whole text is tokenized with special tokens parsed (no client text holds a control
     token's text). See engine/llama/chat_segments.py."""
+    generation_prompt: str = ""
+    """The template's own text after the last message (the assistant's turn opened, and
+    for some models an opened ``<think>``): what may decide how the answer starts, where
+    the client's text must not."""
 
 
 # Chat messages are TypedDicts, not classes: they are handed to the GGUF's Jinja chat

@@ -37,8 +37,10 @@ Tokens = tuple[int, ...]
 
 
 async def tokenize(engine: Engine, text: str, *, add_bos: bool = True) -> Tokens:
-    """Token ids of ``text``; long texts are tokenized in a worker thread."""
+    """Token ids of ``text``; long texts are tokenized in a worker thread, and texts too
+    long for the context in any tokenization are refused without it."""
     if len(text) > OFFLOOP_TOKENIZE_CHARS:
+        _check_length(engine, text)
         return tuple(await asyncio.to_thread(engine.tokenize, text, add_bos=add_bos))
     return tuple(engine.tokenize(text, add_bos=add_bos))
 
@@ -65,19 +67,56 @@ async def chat_tokens(
     tools: Sequence[ToolSpec] | None = None,
 ) -> ChatTokens:
     """``messages`` (``{"role", "content"}`` each, or OpenAI-style turns with tool calls and
-    results) as the prompt the model continues, offering it ``tools`` if any."""
+    results) as the prompt the model continues, offering it ``tools`` if any.
+
+    A long conversation is rendered and tokenized in a worker thread: the template and the
+    scan for control-token text take time in proportion to the text (seconds for megabytes),
+    and the event loop must keep answering meanwhile."""
+    if _text_size((messages, tools), OFFLOOP_TOKENIZE_CHARS) > OFFLOOP_TOKENIZE_CHARS:
+        return await asyncio.to_thread(_chat_tokens, engine, messages, tools)
+    return _chat_tokens(engine, messages, tools)
+
+
+def _text_size(value: Any, limit: int) -> int:
+    """The length of the strings in ``value`` (nested mappings and sequences), counted until
+    it passes ``limit``."""
+    total = 0
+    stack = [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return total
+
+
+def _chat_tokens(
+    engine: Engine, messages: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec] | None
+) -> ChatTokens:
     rendered = engine.chat_prompt(messages, tools=tools)
+    _check_length(engine, rendered.text)
     # A template that writes the BOS token's text itself must not get a second one.
     add_bos = not rendered.has_bos_text
-    if not rendered.segments:
-        tokens = await tokenize(engine, rendered.text, add_bos=add_bos)
-    elif len(rendered.text) > OFFLOOP_TOKENIZE_CHARS:
-        tokens = await asyncio.to_thread(_segment_tokens, engine, rendered.segments, add_bos)
-    else:
+    if rendered.segments:
         tokens = _segment_tokens(engine, rendered.segments, add_bos)
+    else:
+        tokens = tuple(engine.tokenize(rendered.text, add_bos=add_bos))
     return ChatTokens(
-        tokens, rendered.stop, rendered.tool_format, prompt_opens_reasoning(rendered.text)
+        tokens,
+        rendered.stop,
+        rendered.tool_format,
+        prompt_opens_reasoning(rendered.generation_prompt),
     )
+
+
+def _check_length(engine: Engine, text: str) -> None:
+    info = engine.info
+    # len(text) bounds the UTF-8 length from below: cheap, and enough to refuse megabytes.
+    ContextLengthExceeded.check_text(len(text), info.max_token_bytes, info.n_ctx)
 
 
 def _segment_tokens(engine: Engine, segments: Sequence[tuple[str, bool]], add_bos: bool) -> Tokens:

@@ -34,6 +34,7 @@ from locallab_cpp.errors import (
     GenerationAborted,
     LocalLabError,
     ServerBusy,
+    TooManySequences,
 )
 from locallab_cpp.models.registry import ModelSpec
 
@@ -176,6 +177,7 @@ class FakeEngine:
         inputs = [copy for inp in inputs for copy in inp.copies()]
         for inp in inputs:
             ContextLengthExceeded.check(len(inp.prompt_tokens), self.n_ctx)
+        TooManySequences.check(len(inputs), self._info.parallel, self.settings.queue_size)
         with self._lock:
             if self.closed:
                 raise GenerationAborted("The model is being unloaded; retry shortly.")

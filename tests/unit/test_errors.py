@@ -165,3 +165,12 @@ def test_domain_errors_know_no_http() -> None:
     assert not hasattr(LocalLabError(), "status_code")
     assert NotFound().kind is ErrorKind.NOT_FOUND
     assert ModelNotFound("m").kind is ErrorKind.MODEL_NOT_FOUND
+
+
+def test_a_text_too_long_for_any_tokenization_is_refused_before_tokenizing() -> None:
+    from locallab_cpp.errors import ContextLengthExceeded
+
+    ContextLengthExceeded.check_text(10 * 48 - 48, 48, 10)  # 9 tokens at least: may fit
+    ContextLengthExceeded.check_text(10**9, 0, 10)  # longest token unknown: no check
+    with pytest.raises(ContextLengthExceeded, match="at least 10 tokens"):
+        ContextLengthExceeded.check_text(10 * 48, 48, 10)

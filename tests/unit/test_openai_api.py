@@ -342,3 +342,31 @@ def test_limits_show_at_schema(http: TestClient[Any]) -> None:
     assert (fields["n"]["minimum"], fields["n"]["maximum"]) == (1, 64)
     assert fields["top_logprobs"]["maximum"] == 20
     assert fields["presence_penalty"]["minimum"] == -2.0
+
+
+def test_model_ids_with_slashes_resolve(models_file: Path, factory: FakeFactory) -> None:
+    """Registry ids such as ``microsoft/phi-2`` hold slashes; GET /v1/models/{id} finds them."""
+    with models_file.open("a", encoding="utf-8") as out:
+        out.write(
+            '\n[[models]]\nid = "org/deep/name-1.0"\nname = "Slashed"\n'
+            'path = "models/beta.gguf"\nsize_bytes = 2000\n'
+        )
+    with make_client(models_file, factory) as http:
+        oai = openai.OpenAI(api_key="unused", base_url=BASE_URL, http_client=http, max_retries=0)
+        assert oai.models.retrieve("org/deep/name-1.0").id == "org/deep/name-1.0"
+        assert http.get("/v1/models/org/deep/name-1.0").json()["id"] == "org/deep/name-1.0"
+        with pytest.raises(openai.NotFoundError) as caught:
+            oai.models.retrieve("org/deep/nope")
+        assert caught.value.code == "model_not_found"
+        assert http.get("/v1/models").json()["object"] == "list"
+        assert http.get("/v1/models/").status_code == 200
+
+
+def test_a_request_larger_than_slots_and_queue_is_400(http: TestClient[Any]) -> None:
+    """64 prompts times n=4 is 256 sequences: more than 4 slots and 128 queue places ever
+    hold, so no retry helps: 400 with the limit, not 503."""
+    body = {"model": "alpha", "prompt": ["p"] * 64, "n": 4, "max_tokens": 1}
+    error = error_of(http.post("/v1/completions", json=body), 400)
+    assert "256 sequences" in error["message"] and "at most 132" in error["message"]
+    body = {"model": "alpha", "prompt": ["p"] * 33, "n": 4, "max_tokens": 1}
+    assert http.post("/v1/completions", json=body).status_code == 200

@@ -55,11 +55,13 @@ class ModelsController(Controller):
         entries = await asyncio.to_thread(catalog, models.registry, models.settings)
         return ModelList(object="list", data=[card(e, models) for e in entries])
 
-    @get("/{model_id:str}", summary="One model (OpenAI)")
+    # A path parameter, not a str one: registry ids hold slashes ("microsoft/phi-2").
+    @get("/{model_id:path}", summary="One model (OpenAI)")
     async def get_model(
         self, model_id: FromPath[str], models: NamedDependency[ModelManager]
     ) -> ModelCard:
         """The model ``model_id``; 404 (code model_not_found) when the registry lacks it."""
+        model_id = model_id.removeprefix("/")
         if model_id not in models.registry:
             raise ModelNotFound(model_id)
         spec = models.registry.get(model_id)

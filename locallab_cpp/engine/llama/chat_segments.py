@@ -190,3 +190,20 @@ def vocab_control_texts(vocab: Any) -> list[str]:
             if raw:
                 texts.append(raw.decode("utf-8", errors="replace"))
     return texts
+
+
+def vocab_eog_texts(vocab: Any) -> list[str]:
+    """The texts of ``vocab``'s end-of-generation tokens (EOS, EOT, ``<end_of_turn>``...).
+
+    The decode loop ends a sequence on these tokens themselves, so their text is no stop
+    string: an answer that writes ``</s>`` as text (HTML, a question about tokenizers) goes
+    on."""
+    import llama_cpp
+
+    texts = []
+    for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+        if llama_cpp.llama_vocab_is_eog(vocab, token):
+            raw = llama_cpp.llama_vocab_get_text(vocab, token)
+            if raw:
+                texts.append(raw.decode("utf-8", errors="replace"))
+    return texts

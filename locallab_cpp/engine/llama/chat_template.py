@@ -54,18 +54,36 @@ def _fold_system(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{"role": "user", "content": system}, *rest]
 
 
-def _compiled(template: str | None, *, eos_text: str, bos_text: str) -> Any:
-    """The GGUF template as a sandboxed Jinja formatter; None when there is none or it does
-    not compile (logged; the named format is used instead, as llama.cpp falls back)."""
+def _compiled(
+    template: str | None, *, eos_text: str, bos_text: str, opened: bool = True
+) -> Any:
+    """The GGUF template as a sandboxed Jinja formatter (``opened``: ending with the
+    assistant's turn opened); None when there is none or it does not compile (logged; the
+    named format is used instead, as llama.cpp falls back)."""
     if not template:
         return None
     try:
         return llama_chat_format.Jinja2ChatFormatter(
-            template=template, eos_token=eos_text, bos_token=bos_text
+            template=template,
+            eos_token=eos_text,
+            bos_token=bos_text,
+            add_generation_prompt=opened,
         )
     except Exception as exc:  # a Jinja syntax error in the model file
         logger.warning("the model's chat template does not compile (%s); ignoring it", exc)
         return None
+
+
+def _tail(text: str, base: str) -> str:
+    """What ``text`` adds after the longest start it shares with ``base``."""
+    n = min(len(text), len(base))
+    k = 0
+    while k < n and text[k] == base[k]:
+        k += 1
+    return text[k:]
+
+
+_PROBE = [{"role": "user", "content": "x"}]
 
 
 class ChatTemplate:
@@ -79,8 +97,17 @@ class ChatTemplate:
         bos_text: str,
         eos_text: str,
         control_texts: Iterable[str] = (),
+        eog_texts: Iterable[str] = (),
     ) -> None:
         self._bos_text = bos_text
+        self._eog_texts = frozenset(eog_texts)
+        """Texts of end-of-generation tokens: caught as tokens, never as stop strings."""
+        self._closed: Any = None
+        """The GGUF template without the assistant's turn opened (the generation prompt
+        is the difference)."""
+        self._opening = ""
+        """The generation prompt of a one-message conversation: where a rendering ends with
+        it, it is that rendering's too, and no second rendering is needed."""
         self._control = chat_segments.ControlTexts(control_texts)
         """The vocabulary's control-token texts, kept out of what the client wrote."""
         self._fold = False
@@ -96,6 +123,10 @@ class ChatTemplate:
                 lambda messages, tools: str(self._format(messages=messages, tools=tools).prompt)
             )
             self.tool_format = chat_tools.tool_format(gguf_template, self.caps)
+            self._closed = _compiled(
+                gguf_template, eos_text=eos_text, bos_text=bos_text, opened=False
+            )
+            self._opening = self._generation_prompt(_PROBE, None, None)
         else:
             name = chat_format or FALLBACK_FORMAT
             if chat_format is None:
@@ -123,6 +154,9 @@ class ChatTemplate:
             stops = (stop,)
         else:
             stops = tuple(stop)
+        # llama-cpp-python's formatter lists the EOS token's text ("</s>"); the decode loop
+        # ends on the token itself, and the text may be a legitimate part of an answer.
+        stops = tuple(s for s in stops if s and s not in self._eog_texts)
         text: str = result.prompt
         segments = chat_segments.segments(
             text,
@@ -137,7 +171,26 @@ class ChatTemplate:
             has_bos_text=bool(self._bos_text) and text.startswith(self._bos_text),
             tool_format=self.tool_format,
             segments=segments,
+            generation_prompt=self._generation_prompt(prepared, template_tools, text),
         )
+
+    def _generation_prompt(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, text: str | None
+    ) -> str:
+        """The template's own text after the last message (``text``: the rendering with the
+        turn opened, if already made). Only this decides whether the answer starts inside
+        reasoning: a message holding ``<think>`` must not. A named format adds nothing."""
+        if self._closed is None:
+            return ""
+        try:
+            if text is None:
+                text = str(self._format(messages=messages, tools=tools).prompt)
+            if self._opening and text.endswith(self._opening):
+                return self._opening
+            base = str(self._closed(messages=messages, tools=tools).prompt)
+        except Exception:  # the template refuses this conversation: render() says so
+            return ""
+        return _tail(text, base)
 
     def _call(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> Any:
         """The formatter's result; InvalidRequest for any failure of the template."""

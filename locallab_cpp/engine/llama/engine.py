@@ -20,7 +20,7 @@ from locallab_cpp.config import Settings
 from locallab_cpp.engine.base import EngineInfo, EngineStats
 from locallab_cpp.engine.lease import Leases
 from locallab_cpp.engine.llama import extras
-from locallab_cpp.engine.llama.chat_segments import vocab_control_texts
+from locallab_cpp.engine.llama.chat_segments import vocab_control_texts, vocab_eog_texts
 from locallab_cpp.engine.llama.chat_template import ChatTemplate
 from locallab_cpp.engine.llama.gguf import GGUFError, check_gguf
 from locallab_cpp.engine.llama.loading import open_model, release_freed_memory
@@ -41,6 +41,7 @@ from locallab_cpp.errors import (
     LocalLabError,
     ModelUnavailable,
     ServerBusy,
+    TooManySequences,
 )
 from locallab_cpp.models.registry import ModelSpec
 
@@ -67,6 +68,7 @@ class LlamaEngine:
             bos_text=bos_text,
             eos_text=pieces.text(eos) if eos >= 0 else "",
             control_texts=vocab_control_texts(self._vocab),
+            eog_texts=vocab_eog_texts(self._vocab),
         )
         self._info = EngineInfo(
             model_id=spec.id,
@@ -80,6 +82,7 @@ class LlamaEngine:
             chat_format=self._template.name,
             loaded_at=time.time(),
             details=self._loaded.details(spec, settings),
+            max_token_bytes=pieces.longest(),
         )
         self._loop = DecodeLoop(
             self._loaded,
@@ -176,6 +179,9 @@ class LlamaEngine:
         for inp in inputs:
             ContextLengthExceeded.check(len(inp.prompt_tokens), self._n_ctx_slot)
             extras.validate(inp, self._vocab, self._loaded.model.n_vocab())
+        TooManySequences.check(
+            sum(len(group) for group in groups), self._parallel, self._settings.queue_size
+        )
         jobs = []
         decode = self._loop
         with decode.cond:

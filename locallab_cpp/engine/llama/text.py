@@ -28,6 +28,16 @@ class Pieces:
             )
         return self._buf.raw[:n]
 
+    def longest(self) -> int:
+        """The most bytes one token's text takes (control tokens as their text)."""
+        return max(
+            (
+                len(self.piece(t, special=True))
+                for t in range(llama_cpp.llama_vocab_n_tokens(self._vocab))
+            ),
+            default=0,
+        )
+
     def special_ids(self, texts: Iterable[str]) -> frozenset[int]:
         """The ids of the control tokens whose text is one of ``texts`` (texts that are not
         a single control token of this vocabulary are left out)."""
