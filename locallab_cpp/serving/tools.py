@@ -22,7 +22,7 @@ from locallab_cpp.serving.toolcalls.formats import (
     tool_format_for,
 )
 from locallab_cpp.serving.toolcalls.streamer import ToolCallStreamer
-from locallab_cpp.serving.toolcalls.validate import validate_arguments
+from locallab_cpp.serving.toolcalls.validate import schema_problem, validate_arguments
 
 __all__ = [
     "FORMATS",
@@ -34,6 +34,7 @@ __all__ = [
     "ToolCallFormat",
     "ToolCallStreamer",
     "new_call_id",
+    "schema_problem",
     "tool_format_for",
     "validate_arguments",
 ]

@@ -6,6 +6,7 @@ forced, grammar-constrained) by :mod:`locallab_cpp.serving.tools` in its family'
 A call only reaches the client with arguments that parse as JSON and match the function's
 schema: ``required`` and a named function get a grammar that allows nothing else, and
 ``auto`` output is parsed and validated (an invalid call stays text in ``content``).
+Each tool's ``parameters`` is checked when the request arrives.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from locallab_cpp.api.openai.protocol import ChatCompletionRequest, ChatMessageIn, NamedToolChoice
+from locallab_cpp.api.openai.protocol import (
+    ChatCompletionRequest,
+    ChatMessageIn,
+    NamedToolChoice,
+    Tool,
+)
 from locallab_cpp.api.openai.responses import FunctionCallOut, ToolCallOut
 from locallab_cpp.engine.types import ChatMessage, ToolCall, ToolSpec
 from locallab_cpp.errors import InvalidRequest
@@ -22,6 +28,7 @@ from locallab_cpp.serving.tools import (
     ParsedToolCall,
     ToolCallFormat,
     new_call_id,
+    schema_problem,
     validate_arguments,
 )
 
@@ -86,10 +93,24 @@ class ToolPlan:
         ]
 
 
+def check_parameters(tools: Sequence[Tool]) -> None:
+    """400 for a tool whose ``parameters`` is no usable JSON Schema, before anything reads
+    it (the grammar converter and the argument check would otherwise meet it later)."""
+    for i, tool in enumerate(tools):
+        if tool.function.parameters is None:
+            continue
+        problem = schema_problem(tool.function.parameters, f"tools[{i}].function.parameters")
+        if problem is not None:
+            raise InvalidRequest(
+                f"Invalid request: 'tools': {problem} (function {tool.function.name[:64]!r})."
+            )
+
+
 def plan_tools(data: ChatCompletionRequest) -> ToolPlan:
     """The tool plan of a request; 400 for a choice that cannot be met."""
     choice = data.tool_choice or "auto"
     tools = data.tools or []
+    check_parameters(tools)
     if choice == "none" or (not tools and choice == "auto"):
         return ToolPlan(mode="off")
     if not tools:
