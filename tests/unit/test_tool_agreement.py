@@ -1,4 +1,5 @@
-"""A malformed tool schema is a 400 before anything reads it, streamed or not."""
+"""Streamed and whole chat answers agree on tool calls (the same fake output read both
+ways), and a malformed tool schema is a 400 before anything reads it."""
 
 from __future__ import annotations
 
@@ -8,9 +9,113 @@ from typing import Any
 
 import openai
 import pytest
-from test_openai_tools import ASK, WEATHER, client_for
+from test_openai_tools import ASK, TIME, WEATHER, client_for, streamed_calls
 
-CUT = {"hermes": ['<tool_call>\n{"name": "get_weather", "arguments": {"city": ', '"Paris"}}']}
+Answer = tuple[str, list[tuple[str, Any]], str | None]
+"""(content, [(name, parsed arguments)], finish_reason) of one choice."""
+
+
+def both_ways(
+    models_file: Path, output: list[str], family: str = "hermes", **request: Any
+) -> tuple[Answer, Answer]:
+    """The whole answer and the streamed one to the same request over the same output."""
+    args: dict[str, Any] = {"model": "a", "messages": ASK, "tools": [WEATHER, TIME], **request}
+    with client_for(models_file, output, family) as (oai, _):
+        reply = oai.chat.completions.create(**args)
+        chunks = list(oai.chat.completions.create(**args, stream=True))
+    choice = reply.choices[0]
+    whole_calls = [
+        (c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls or []
+    ]
+    whole = (choice.message.content or "", whole_calls, choice.finish_reason)
+    calls, content, finishes = streamed_calls(chunks)
+    assert not any(finishes[:-1])  # finish_reason only on the last chunk
+    streamed_calls_ = [(c["name"], json.loads(c["arguments"])) for c in calls.values()]
+    if streamed_calls_ and not content.strip():
+        content = ""  # the whole answer's content is null beside calls alone
+    return whole, (content, streamed_calls_, finishes[-1])
+
+
+# -- item: a call cut off by max_tokens ---------------------------------------------------
+
+# Chunks whose first one already holds a call's name and the start of its arguments, so a
+# limit of one token leaves a call announced and unfinished.
+CUT = {
+    "hermes": ['<tool_call>\n{"name": "get_weather", "arguments": {"city": ', '"Paris"}}'],
+    "llama3": ['{"name": "get_weather", "parameters": {"city": ', '"Paris"}}'],
+    "mistral": ['[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": ', '"Paris"}}]'],
+}
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+@pytest.mark.parametrize("family", sorted(CUT))
+@pytest.mark.parametrize("tool_choice", ["required", "named", "auto"])
+def test_a_call_cut_by_max_tokens_is_text_streamed_or_not(
+    models_file: Path, family: str, tool_choice: str
+) -> None:
+    choice: Any = NAMED if tool_choice == "named" else tool_choice
+    whole, streamed = both_ways(models_file, CUT[family], family, tool_choice=choice, max_tokens=1)
+    assert whole == streamed
+    content, calls, finish = whole
+    assert calls == [] and finish == "length"
+    # The text the model wrote for the call is the content, as it wrote it.
+    assert content == CUT[family][0]
+
+
+def test_complete_calls_before_a_cut_one_stay_calls(models_file: Path) -> None:
+    first = '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>\n'
+    output = [first, '<tool_call>\n{"name": "get_weather", "arguments": {"ci', 'ty": "P"}}']
+    whole, streamed = both_ways(models_file, output, tool_choice="required", max_tokens=2)
+    assert whole == streamed
+    content, calls, finish = whole
+    assert calls == [("get_time", {})]
+    assert finish == "tool_calls"  # a whole call was sent: the client acts on it
+    assert content == '<tool_call>\n{"name": "get_weather", "arguments": {"ci'
+
+
+@pytest.mark.parametrize("tool_choice", ["required", "auto"])
+def test_a_whole_call_agrees_both_ways(models_file: Path, tool_choice: str) -> None:
+    output = ["Sure.", '<tool_call>\n{"name": "get_weather", ', '"arguments": {"city": "Oslo"}}']
+    whole, streamed = both_ways(models_file, output, tool_choice=tool_choice)
+    assert whole == streamed
+    assert whole[1:] == ([("get_weather", {"city": "Oslo"})], "tool_calls")
+
+
+# -- item: auto mode keeps an invalid call's text ----------------------------------------
+
+INVALID_THEN_TEXT = {
+    "hermes": '<tool_call>{"name": "nope", "arguments": {}}</tool_call> and more text',
+    "llama3": '{"name": "nope", "parameters": {}} and more text',
+    "mistral": '[TOOL_CALLS][{"name": "nope", "arguments": {}}] and more text',
+}
+
+
+@pytest.mark.parametrize("family", sorted(INVALID_THEN_TEXT))
+def test_auto_unknown_tool_then_text_keeps_all_text(models_file: Path, family: str) -> None:
+    text = INVALID_THEN_TEXT[family]
+    # In pieces, so the text after the call arrives after the call was read.
+    output = [text[:12], text[12:30], text[30:]]
+    whole, streamed = both_ways(models_file, output, family)
+    assert whole == streamed
+    assert whole == (text, [], "stop")
+
+
+def test_auto_invalid_arguments_then_text_keeps_all_text(models_file: Path) -> None:
+    text = (
+        'Checking. <tool_call>\n{"name": "get_weather", "arguments": {"city": 7}}\n'
+        "</tool_call>\nThat did not work."
+    )
+    whole, streamed = both_ways(models_file, [text[:20], text[20:70], text[70:]])
+    assert whole == streamed == (text, [], "stop")
+
+
+def test_auto_one_invalid_call_makes_all_calls_text(models_file: Path) -> None:
+    text = (
+        '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "nope", "arguments": {}}\n</tool_call>'
+    )
+    whole, streamed = both_ways(models_file, [text[:40], text[40:]])
+    assert whole == streamed == (text, [], "stop")
 
 
 # -- item: malformed tool schemas -----------------------------------------------------------
