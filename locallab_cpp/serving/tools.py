@@ -21,11 +21,12 @@ from locallab_cpp.serving.toolcalls.formats import (
     ToolCallFormat,
     tool_format_for,
 )
-from locallab_cpp.serving.toolcalls.streamer import ToolCallStreamer
-from locallab_cpp.serving.toolcalls.validate import validate_arguments
+from locallab_cpp.serving.toolcalls.streamer import CallRecord, ToolCallStreamer
+from locallab_cpp.serving.toolcalls.validate import schema_problem, validate_arguments
 
 __all__ = [
     "FORMATS",
+    "CallRecord",
     "HermesFormat",
     "Llama3Format",
     "MistralFormat",
@@ -34,6 +35,7 @@ __all__ = [
     "ToolCallFormat",
     "ToolCallStreamer",
     "new_call_id",
+    "schema_problem",
     "tool_format_for",
     "validate_arguments",
 ]

@@ -210,6 +210,61 @@ def test_forced_tool_calls(oai: openai.OpenAI, stream: bool) -> None:
                 assert name == "get_time" and json.loads(arguments) == {}
 
 
+def _answer(oai: openai.OpenAI, stream: bool, **args: Any) -> tuple[str, list[str], str | None]:
+    """(content, call names, finish_reason) of one chat answer, streamed or whole."""
+    if not stream:
+        choice = oai.chat.completions.create(**args).choices[0]
+        names = [c.function.name for c in choice.message.tool_calls or []]
+        return choice.message.content or "", names, choice.finish_reason
+    content, names, finish = "", [], None
+    for chunk in oai.chat.completions.create(**args, stream=True):
+        for part in chunk.choices:
+            content += part.delta.content or ""
+            names += [
+                d.function.name
+                for d in part.delta.tool_calls or []
+                if d.function and d.function.name
+            ]
+            finish = part.finish_reason or finish
+    return content, names, finish
+
+
+def test_forced_call_cut_by_max_tokens_is_the_same_text_both_ways(oai: openai.OpenAI) -> None:
+    args: dict[str, Any] = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": [WEATHER, TIME],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "max_tokens": 20,  # the grammar's call needs more: it is cut inside the arguments
+        "temperature": 0,
+    }
+    whole = _answer(oai, False, **args)
+    streamed = _answer(oai, True, **args)
+    assert whole == streamed
+    content, names, finish = whole
+    assert names == [] and finish == "length"
+    assert "get_weather" in content  # what the model wrote of the call
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_malformed_tool_schema_is_a_400(oai: openai.OpenAI, stream: bool) -> None:
+    broken = {
+        "type": "function",
+        "function": {"name": "broken", "parameters": {"type": 5, "required": 5}},
+    }
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai.chat.completions.create(
+            model=MODEL,
+            messages=ASK,
+            tools=[WEATHER, broken],
+            tool_choice="required",
+            stream=stream,
+        )
+    assert caught.value.param == "tools"
+    assert "tools[1].function.parameters.type must be" in caught.value.message
+    assert "'broken'" in caught.value.message
+
+
 def test_models(oai: openai.OpenAI) -> None:
     listed = {m.id: m.model_dump() for m in oai.models.list().data}
     assert MODEL in listed

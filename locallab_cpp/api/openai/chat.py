@@ -3,7 +3,7 @@
 The conversation is rendered by the model's chat template, with the offered tools; the
 request's fields become SamplingParams (OpenAI's defaults), a grammar (``response_format``,
 a forced tool call), logprobs and ``n`` copies. The answer is split into reasoning,
-content and tool calls before it is shaped as OpenAI's.
+content and tool calls by :mod:`.choice`, streamed or whole alike.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from litestar import Controller, Request, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
+from locallab_cpp.api.openai.choice import ChoiceState, whole_choice
 from locallab_cpp.api.openai.common import (
-    chat_logprobs,
     choices_of,
     engine_for,
     max_tokens_of,
@@ -26,23 +26,20 @@ from locallab_cpp.api.openai.common import (
 )
 from locallab_cpp.api.openai.protocol import ChatCompletionRequest, ResponseFormat
 from locallab_cpp.api.openai.responses import (
-    AssistantMessage,
-    ChatChoice,
     ChatChunkChoice,
     ChatCompletion,
     ChatCompletionChunk,
 )
-from locallab_cpp.api.openai.streaming import ChoiceState, chat_stream
-from locallab_cpp.api.openai.tooling import ToolPlan, messages_for, plan_tools
+from locallab_cpp.api.openai.streaming import chat_stream
+from locallab_cpp.api.openai.tooling import messages_for, plan_tools
 from locallab_cpp.engine.schema import JSON_OBJECT_SCHEMA, grammar_for_json_schema
-from locallab_cpp.engine.types import Completion, GenerationInput
+from locallab_cpp.engine.types import GenerationInput
 from locallab_cpp.errors import InvalidRequest
 from locallab_cpp.http.disconnect import unless_disconnected
 from locallab_cpp.http.sse import EventStream
 from locallab_cpp.models.manager import ModelManager
 from locallab_cpp.serving import generation as serving
-from locallab_cpp.serving.reasoning import split_reasoning
-from locallab_cpp.serving.tools import ToolCallFormat, tool_format_for
+from locallab_cpp.serving.tools import tool_format_for
 
 _DOC = (
     "OpenAI's chat completions. Any `model` name means the loaded model unless it is a "
@@ -64,36 +61,6 @@ def response_grammar(response_format: ResponseFormat | None) -> str | None:
             '"json_schema": {"name": ..., "schema": {...}}.'
         )
     return grammar_for_json_schema(spec.schema)
-
-
-def shape_choice(
-    index: int,
-    done: Completion,
-    plan: ToolPlan,
-    fmt: ToolCallFormat | None,
-    *,
-    logprobs: bool,
-    thinking: bool = False,
-) -> ChatChoice:
-    """One whole choice: reasoning apart, tool calls read out of the text (when they are
-    valid), logprobs in OpenAI's chat shape."""
-    reasoning, text = split_reasoning(done.text, started_in_reasoning=thinking)
-    calls = None
-    content: str | None = text
-    if fmt is not None and plan.active:
-        rest, parsed = fmt.parse(text)
-        calls = plan.accept(parsed)
-        if calls:
-            # Only calls: content is null, as OpenAI's; text beside them stays.
-            content = rest if rest.strip() else None
-    return ChatChoice(
-        index=index,
-        message=AssistantMessage(
-            role="assistant", content=content, reasoning_content=reasoning, tool_calls=calls
-        ),
-        logprobs=chat_logprobs(done.logprobs) if logprobs else None,
-        finish_reason="tool_calls" if calls else done.finish_reason,
-    )
 
 
 class ChatController(Controller):
@@ -158,7 +125,7 @@ class ChatController(Controller):
             created=created,
             model=model,
             choices=[
-                shape_choice(i, c, plan, fmt, logprobs=logprobs, thinking=chat.opens_reasoning)
+                whole_choice(i, c, plan, fmt, logprobs=logprobs, thinking=chat.opens_reasoning)
                 for i, c in enumerate(done)
             ],
             usage=usage_per_prompt(done, n),

@@ -5,7 +5,8 @@ The model sees the tools through its own chat template; its calls are parsed (an
 forced, grammar-constrained) by :mod:`locallab_cpp.serving.tools` in its family's format.
 A call only reaches the client with arguments that parse as JSON and match the function's
 schema: ``required`` and a named function get a grammar that allows nothing else, and
-``auto`` output is parsed and validated (an invalid call stays text in ``content``).
+every call is validated (:mod:`.choice`: an invalid or cut-off call stays text in
+``content``). Each tool's ``parameters`` is checked when the request arrives.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from locallab_cpp.api.openai.protocol import ChatCompletionRequest, ChatMessageIn, NamedToolChoice
-from locallab_cpp.api.openai.responses import FunctionCallOut, ToolCallOut
+from locallab_cpp.api.openai.protocol import (
+    ChatCompletionRequest,
+    ChatMessageIn,
+    NamedToolChoice,
+    Tool,
+)
 from locallab_cpp.engine.types import ChatMessage, ToolCall, ToolSpec
 from locallab_cpp.errors import InvalidRequest
 from locallab_cpp.serving.tools import (
-    ParsedToolCall,
     ToolCallFormat,
     new_call_id,
+    schema_problem,
     validate_arguments,
 )
 
@@ -68,28 +73,25 @@ class ToolPlan:
             return f"tool_choice names {self.name!r}"
         return validate_arguments(arguments, schema)
 
-    def accept(self, calls: Sequence[ParsedToolCall]) -> list[ToolCallOut] | None:
-        """The calls as the client gets them, or None when there are none or one is
-        invalid (the text then stays content). Without parallel calls only the first."""
-        if not calls:
-            return None
-        kept = list(calls) if self.parallel else list(calls[:1])
-        if any(self.invalid(c.name, c.arguments) is not None for c in kept):
-            return None
-        return [
-            ToolCallOut(
-                id=c.id or new_call_id(),
-                type="function",
-                function=FunctionCallOut(name=c.name, arguments=c.arguments),
+
+def check_parameters(tools: Sequence[Tool]) -> None:
+    """400 for a tool whose ``parameters`` is no usable JSON Schema, before anything reads
+    it (the grammar converter and the argument check would otherwise meet it later)."""
+    for i, tool in enumerate(tools):
+        if tool.function.parameters is None:
+            continue
+        problem = schema_problem(tool.function.parameters, f"tools[{i}].function.parameters")
+        if problem is not None:
+            raise InvalidRequest(
+                f"Invalid request: 'tools': {problem} (function {tool.function.name[:64]!r})."
             )
-            for c in kept
-        ]
 
 
 def plan_tools(data: ChatCompletionRequest) -> ToolPlan:
     """The tool plan of a request; 400 for a choice that cannot be met."""
     choice = data.tool_choice or "auto"
     tools = data.tools or []
+    check_parameters(tools)
     if choice == "none" or (not tools and choice == "auto"):
         return ToolPlan(mode="off")
     if not tools:
