@@ -31,6 +31,10 @@ async def validate_body_strictly(request: Request[Any, Any, Any]) -> None:
         raise InvalidRequest("JSON is malformed: the body is not valid UTF-8") from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(_malformed_detail(body, str(exc))) from None
+    except RecursionError:  # msgspec decodes nested values by recursion (Python's limit)
+        raise InvalidRequest(
+            "JSON is malformed: the body nests arrays and objects too deeply to decode."
+        ) from None
 
 
 _BYTE_OFFSET = re.compile(r"\(byte (\d+)\)")

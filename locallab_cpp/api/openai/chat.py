@@ -8,6 +8,7 @@ content and tool calls by :mod:`.choice`, streamed or whole alike.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Controller, Request, post
@@ -31,15 +32,19 @@ from locallab_cpp.api.openai.responses import (
     ChatCompletionChunk,
 )
 from locallab_cpp.api.openai.streaming import chat_stream
-from locallab_cpp.api.openai.tooling import messages_for, plan_tools
-from locallab_cpp.engine.schema import JSON_OBJECT_SCHEMA, grammar_for_json_schema
+from locallab_cpp.api.openai.tooling import ToolPlan, messages_for, plan_tools
+from locallab_cpp.engine.schema import (
+    JSON_OBJECT_SCHEMA,
+    checked_grammar,
+    grammar_for_json_schema,
+)
 from locallab_cpp.engine.types import GenerationInput
 from locallab_cpp.errors import InvalidRequest
 from locallab_cpp.http.disconnect import unless_disconnected
 from locallab_cpp.http.sse import EventStream
 from locallab_cpp.models.manager import ModelManager
 from locallab_cpp.serving import generation as serving
-from locallab_cpp.serving.tools import tool_format_for
+from locallab_cpp.serving.tools import ToolCallFormat, tool_format_for
 
 _DOC = (
     "OpenAI's chat completions. Any `model` name means the loaded model unless it is a "
@@ -61,6 +66,16 @@ def response_grammar(response_format: ResponseFormat | None) -> str | None:
             '"json_schema": {"name": ..., "schema": {...}}.'
         )
     return grammar_for_json_schema(spec.schema)
+
+
+def request_grammar(
+    plan: ToolPlan, fmt: ToolCallFormat | None, response_format: ResponseFormat | None
+) -> str | None:
+    """The request's grammar, accepted by llama.cpp's parser: a forced call is the whole
+    answer, so its grammar wins over ``response_format``. Blocking (a large schema takes
+    a while to convert and parse): call it in a worker thread."""
+    grammar = (plan.grammar(fmt) if fmt is not None else None) or response_grammar(response_format)
+    return checked_grammar(grammar) if grammar is not None else None
 
 
 class ChatController(Controller):
@@ -86,10 +101,7 @@ class ChatController(Controller):
         engine = await engine_for(models, data.model)
         chat = await serving.chat_tokens(engine, messages_for(data.messages), tools=plan.tools)
         fmt = tool_format_for(chat.tool_format) if plan.active else None
-        # A forced call is the whole answer, so its grammar wins over response_format.
-        grammar = (plan.grammar(fmt) if fmt is not None else None) or response_grammar(
-            data.response_format
-        )
+        grammar = await asyncio.to_thread(request_grammar, plan, fmt, data.response_format)
         logprobs = bool(data.logprobs)
         inp = GenerationInput(
             prompt_tokens=chat.tokens,

@@ -1,5 +1,8 @@
-"""Constraining a sequence to a GBNF grammar with llama.cpp's grammar sampler, and JSON
-schemas turned into GBNF.
+"""Constraining a sequence to a GBNF grammar with llama.cpp's grammar sampler.
+
+JSON schemas become GBNF in :mod:`locallab_cpp.engine.schema`. Every grammar is screened
+before llama.cpp parses it (:func:`locallab_cpp.engine.gbnf.check_grammar_shape`): its
+parser recurses per nested parenthesis and crashes the process on deep nesting.
 
 The grammar sampler is kept out of the sampler chain: checking all 262k tokens of Gemma's
 vocabulary against a grammar takes tens of milliseconds, more than a decode step of a small
@@ -13,14 +16,16 @@ tokens, gives each allowed token p / P(allowed).
 from __future__ import annotations
 
 import ctypes
-import json
-import math
-from collections.abc import Callable, Mapping
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import llama_cpp
 import numpy as np
 
+from locallab_cpp.engine.gbnf import check_grammar_shape
 from locallab_cpp.engine.llama.sampling import Logits
 from locallab_cpp.errors import InvalidRequest
 
@@ -37,11 +42,34 @@ INVALID_GRAMMAR = (
 )
 
 
+ACCEPTED_CACHE = 256
+"""How many grammars llama.cpp accepted without a vocabulary are remembered (by digest),
+so that the engine's check on the event loop of a grammar the API layer checked in a
+worker thread is a lookup, not a second parse."""
+
+_accepted: OrderedDict[bytes, None] = OrderedDict()
+_accepted_lock = threading.Lock()
+
+
+def _digest(grammar: str) -> bytes:
+    return hashlib.sha256(grammar.encode("utf-8", "surrogatepass")).digest()
+
+
+def _known(digest: bytes) -> bool:
+    with _accepted_lock:
+        if digest in _accepted:
+            _accepted.move_to_end(digest)
+            return True
+    return False
+
+
 def _init_sampler(vocab: Any, grammar: str) -> Any:
     if not grammar.strip():
         raise InvalidRequest("The grammar is empty.")
     if "\0" in grammar:
         raise InvalidRequest("The grammar contains a NUL character.")
+    if not _known(_digest(grammar)):
+        check_grammar_shape(grammar)  # before llama.cpp's recursive parser sees it
     sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
     if not sampler:  # NULL: llama.cpp could not parse it (and logged why)
         raise InvalidRequest(INVALID_GRAMMAR)
@@ -50,8 +78,21 @@ def _init_sampler(vocab: Any, grammar: str) -> Any:
 
 def check_grammar(vocab: Any, grammar: str) -> None:
     """Raise InvalidRequest unless llama.cpp accepts ``grammar`` (any thread: the
-    vocabulary is read-only)."""
+    vocabulary is read-only).
+
+    With ``vocab`` None the grammar is parsed without one (it may then name no tokens,
+    ``<...>``), and remembered: what parses without a vocabulary parses with any, so a
+    later check of the same text with a vocabulary is a lookup.
+    """
+    digest = _digest(grammar)
+    if _known(digest):
+        return
     llama_cpp.llama_sampler_free(_init_sampler(vocab, grammar))
+    if vocab is None:
+        with _accepted_lock:
+            _accepted[digest] = None
+            while len(_accepted) > ACCEPTED_CACHE:
+                _accepted.popitem(last=False)
 
 
 class GrammarConstraint:
@@ -126,82 +167,3 @@ class GrammarConstraint:
         # checked tokens get here.
         llama_cpp.llama_sampler_accept(self._sampler, token)
         return token
-
-
-INTEGER_ENUM_LIMIT = 1024
-"""Integer ranges with at most this many values are written as an enum of them."""
-
-
-def bound_integers(schema: Any) -> Any:
-    """``schema`` with each small bounded integer range (``minimum``/``maximum``, exclusive
-    forms too) written as an ``enum`` of its values.
-
-    llama-cpp-python's converter ignores numeric bounds, so a grammar from ``{"type":
-    "integer", "maximum": 99}`` lets a model write 1000000000000000; an enum it does honour.
-    Ranges wider than INTEGER_ENUM_LIMIT values stay as they are (bounds unchecked).
-    """
-    if isinstance(schema, list):
-        return [bound_integers(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {key: bound_integers(value) for key, value in schema.items()}
-    if out.get("type") != "integer" or "enum" in out or "const" in out:
-        return out
-    low, high = out.get("minimum"), out.get("maximum")
-    if isinstance(out.get("exclusiveMinimum"), int | float):
-        low = (
-            max(low, out["exclusiveMinimum"] + 1)
-            if low is not None
-            else out["exclusiveMinimum"] + 1
-        )
-    if isinstance(out.get("exclusiveMaximum"), int | float):
-        high = (
-            min(high, out["exclusiveMaximum"] - 1)
-            if high is not None
-            else out["exclusiveMaximum"] - 1
-        )
-    if not isinstance(low, int | float) or not isinstance(high, int | float):
-        return out
-    first, last = math.ceil(low), math.floor(high)
-    if last < first or last - first + 1 > INTEGER_ENUM_LIMIT:
-        return out
-    rest = {k: v for k, v in out.items() if k not in _INTEGER_BOUNDS}
-    return {**rest, "enum": list(range(first, last + 1))}
-
-
-_INTEGER_BOUNDS = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-
-
-def json_schema_to_grammar(schema: Mapping[str, Any] | bool | str) -> str:
-    """GBNF text that matches the JSON documents valid under ``schema`` (a JSON Schema, as
-    an object or as its JSON text), with llama-cpp-python's converter.
-
-    Whitespace between tokens is at most one space, so a model cannot run away in
-    whitespace. Raises InvalidRequest when the schema is not JSON or uses what the converter
-    does not support (remote $refs, patterns not anchored with ^ and $, unknown types).
-    """
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    if isinstance(schema, str):
-        text = schema
-    else:
-        try:
-            text = json.dumps(schema)
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequest(f"The JSON schema is not JSON: {exc}.") from None
-    try:
-        parsed = json.loads(text)
-    except ValueError as exc:
-        raise InvalidRequest(f"The JSON schema is not valid JSON: {exc}.") from None
-    if not isinstance(parsed, dict | bool):
-        raise InvalidRequest("A JSON schema must be an object (or true/false).")
-    if parsed is True:
-        parsed = {}
-    elif parsed is False:
-        raise InvalidRequest("The JSON schema is false: no document satisfies it.")
-    try:
-        return json_schema_to_gbnf(json.dumps(bound_integers(parsed)))
-    except RecursionError:
-        raise InvalidRequest("The JSON schema is nested too deeply.") from None
-    except Exception as exc:  # the converter raises assertions, ValueError, KeyError...
-        raise InvalidRequest(f"The JSON schema cannot be turned into a grammar: {exc}") from None

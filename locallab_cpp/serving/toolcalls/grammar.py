@@ -1,9 +1,9 @@
 """GBNF that forces a model to answer with tool calls in its family's markup.
 
 The call objects come from one JSON schema, ``anyOf`` one object schema per tool
-(``{"name": const, <arguments key>: <parameters>}``), converted by llama-cpp-python's
-converter (:func:`locallab_cpp.engine.schema.grammar_for_json_schema`): one conversion, so
-the rules it names for the tools cannot clash. Its ``root`` rule is renamed
+(``{"name": const, <arguments key>: <parameters>}``), converted by the project's converter
+(:func:`locallab_cpp.engine.schema.grammar_for_json_schema`, with its limits): one
+conversion, so the rules it names for the tools cannot clash. Its ``root`` rule is renamed
 :data:`CALL_RULE`, and the family wraps that in its markers under a new ``root``.
 """
 
@@ -18,9 +18,9 @@ from locallab_cpp.engine.types import ToolSpec
 from locallab_cpp.errors import InvalidRequest
 
 CALL_RULE = "locallab-tool-call"
-"""The rule that matches one call object (no converter rule is named like this: theirs
-are JSON types, "root", "space", and names made from "root"/"alternative-N" and property
-names)."""
+"""The rule that matches one call object (no converter rule is named like this: its rules
+are "root", fixed primitives such as "space" and "char", and names starting "root-" or
+"ref-")."""
 
 _RULE_LINE = re.compile(r"^([A-Za-z0-9-]+)\s*::=\s*(.*)$")
 # A rule body's tokens that are not rule references: string literals, character classes.
