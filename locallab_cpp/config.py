@@ -23,9 +23,6 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MODELS_FILE = PACKAGE_DIR / "models" / "models.toml"
 """The package's own registry, shipped inside the package (and so inside a wheel)."""
 ENV_PREFIX = "LOCALLAB_"
-DEFAULT_SLOT_CONTEXT = 8192 + 2048
-"""Tokens of context per slot when --n-ctx is 0: LocalLab's default max_length (8192) plus
-room for a 2048-token prompt, capped at what the model was trained for."""
 
 
 def is_loopback_address(host: str) -> bool:
@@ -43,14 +40,6 @@ def is_loopback_address(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped.is_loopback
     return address.is_loopback
-
-
-def slot_context(n_ctx: int, trained: int | None) -> int:
-    """Tokens of context each slot gets: ``--n-ctx`` when set, else DEFAULT_SLOT_CONTEXT
-    capped at the model's training context (``trained``; None or 0 when unknown)."""
-    if n_ctx:
-        return n_ctx
-    return min(trained or DEFAULT_SLOT_CONTEXT, DEFAULT_SLOT_CONTEXT)
 
 
 CacheType = Literal["f16", "q8_0", "q4_0"]
@@ -97,9 +86,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     the engine does so where it measures that it is faster; the output is the same)."""
 
     n_ctx: Annotated[int, msgspec.Meta(ge=0)] = 0
-    """Tokens one request may use (prompt and answer); 0 means max_length's default plus
-    room for a prompt, capped at what the model was trained for, and shrunk (not below
-    2048) when the available memory cannot hold it."""
+    """Tokens one request may use (prompt and answer); 0 means the model's trained context
+    (as llama-server's -c 0), shrunk (not below 2048) when the available memory cannot hold
+    it. The load's log line and /system/info (n_ctx_reason) say what was chosen and why."""
 
     threads: Annotated[int, msgspec.Meta(ge=0)] = 0
     """CPU threads for llama.cpp; 0 means the number of physical cores."""

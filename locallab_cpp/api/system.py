@@ -71,6 +71,7 @@ class SystemController(Controller):
                 sliding_window=int(details.get("sliding_window", 0)),
                 repack=str(details.get("repack", "on")),
                 repack_reason=str(details.get("repack_reason", "")),
+                n_ctx_reason=str(details.get("n_ctx_reason", "")),
                 active_sequences=stats.active,
                 queued_sequences=stats.queued,
                 generated_tokens=stats.generated_tokens,

@@ -25,12 +25,15 @@ token's bytes are guessed from the file size. The constants were measured with
 scripts/memory_check.py (docs/benchmarks.md, "Memory estimate").
 
 What is left at 0 (auto) in the settings is chosen here from the memory the machine can
-give out (MEMORY_SHARE of it): the pool first shrinks towards one full slot context, then
-the slot context shrinks (never below MIN_AUTO_CONTEXT, or the trained context when that
-is smaller), then the slot count follows the pool, and drops (down to one) when even that
-does not fit the share. So a model loads at the defaults whenever it fits at all with one slot
-of that smallest context. Values the user set are kept as they are; the estimate then
-says whether they fit.
+give out (MEMORY_SHARE of it). The context starts at the model's trained context, as
+llama-server's ``-c 0`` does (agents send prompts of 20,000 tokens); the pool starts at
+one such context plus SHARED_TOKENS_PER_SLOT for each other slot. The pool first shrinks
+towards one full slot context (fewer long requests at once, each still whole), then the
+slot context shrinks (never below MIN_AUTO_CONTEXT, or the trained context when that is
+smaller), then the slot count follows the pool, and drops (down to one) when even that
+does not fit the share. So a model loads at the defaults whenever it fits at all with one
+slot of that smallest context. Values the user set are kept as they are; the estimate then
+says whether they fit. ``MemoryPlan.n_ctx_reason`` says how the context was chosen.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from locallab_cpp.config import Settings
 from locallab_cpp.models.registry import ModelSpec
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
 F16_BYTES = 2
 
 # Without the architecture, a token's KV bytes are guessed as file size / this divisor.
@@ -89,6 +93,10 @@ slot context, the others are expected to be shorter (most chat turns are)."""
 MEMORY_SHARE = 0.8
 """Share of the available memory the auto choice plans to take: the rest is left to the
 system and the other programs, whose needs change while the server runs."""
+ASSUMED_CONTEXT = 8192 + 2048
+"""The context a plan starts from when the registry does not give the trained one: LocalLab's
+default max_length (8192) plus a 2048-token prompt. Only listings use it: at load the
+GGUF's own trained context replaces it (loading.py plans again)."""
 MIN_AUTO_CONTEXT = 2048
 """The auto choice never shrinks the slot context below this (or the trained context)."""
 MIN_SLOT_SHARE = 256
@@ -114,6 +122,9 @@ class MemoryPlan:
     available_bytes: int
     reason: str
     """Why these values: what was set, what was chosen, and what memory allowed."""
+    n_ctx_reason: str = ""
+    """How n_ctx_slot was chosen: "the model's trained context", "shrunk from 32768 to fit
+    3.1 GiB available", "set"... (the start of ``reason`` and /system/info's)."""
     checkpoint_bytes: int = 0
     """The part of kv_bytes that window checkpoints may take."""
 
@@ -226,6 +237,20 @@ def auto_pool(n_ctx_slot: int, parallel: int) -> int:
     return n_ctx_slot + (parallel - 1) * min(n_ctx_slot, SHARED_TOKENS_PER_SLOT)
 
 
+def requested_context(spec: ModelSpec, settings: Settings) -> tuple[int, str]:
+    """The context a request may use before memory is counted, and why: --n-ctx when set,
+    else the model's trained context (ASSUMED_CONTEXT when the registry does not say)."""
+    if settings.n_ctx:
+        return settings.n_ctx, "set"
+    if spec.context_length:
+        return spec.context_length, "the model's trained context"
+    return ASSUMED_CONTEXT, "assumed: the registry does not give the trained context"
+
+
+def _amount(nbytes: int) -> str:
+    return f"{nbytes / GIB:.1f} GiB" if nbytes >= GIB else f"{nbytes // MIB} MiB"
+
+
 def _largest_pool(fits: Callable[[int], bool], upper: int) -> int:
     """The largest multiple of GRANULE up to ``upper`` for which ``fits(pool)`` (0 if none);
     ``fits`` must be monotone (true up to some pool, false beyond)."""
@@ -248,7 +273,7 @@ def plan(
     if available is None:
         available = available_memory(settings)
     trained = spec.context_length
-    slot = config.slot_context(settings.n_ctx, trained)
+    slot, why = requested_context(spec, settings)
     parallel = settings.parallel or DEFAULT_PARALLEL
     pool = settings.kv_pool_tokens or auto_pool(slot, parallel)
     # The auto choice plans with the slot count it starts from (never fewer than it ends
@@ -269,10 +294,13 @@ def plan(
         floor = min(trained or MIN_AUTO_CONTEXT, MIN_AUTO_CONTEXT)
         shrunk = max(floor, _largest_pool(lambda cells: within(cells, cells), slot))
         if shrunk < slot:
-            notes.append(f"context shrunk from {slot} to fit memory")
+            if within(shrunk, shrunk):
+                why = f"shrunk from {slot} to fit {_amount(available)} available"
+            else:  # not even the floor fits this many slots (fewer follow below)
+                why = f"shrunk from {slot} to the auto floor, {_amount(available)} available"
             slot = pool = shrunk
     if slot > pool:  # a request can never use more cells than the pool has
-        notes.append(f"context capped at the pool's {pool} tokens")
+        why = f"capped at the KV pool's {pool} tokens"
         slot = pool
     if not settings.parallel:
         parallel = min(DEFAULT_PARALLEL, max(1, pool // MIN_SLOT_SHARE), settings.n_batch)
@@ -293,7 +321,10 @@ def plan(
         kv_bytes=kv,
         need_bytes=need,
         available_bytes=available,
-        reason=_reason(spec, settings, slot, parallel, pool, kv, windows, need, available, notes),
+        reason=_reason(
+            spec, settings, why, (slot, parallel, pool), (kv, windows, need, available), notes
+        ),
+        n_ctx_reason=why,
         checkpoint_bytes=windows,
     )
 
@@ -301,15 +332,13 @@ def plan(
 def _reason(
     spec: ModelSpec,
     settings: Settings,
-    slot: int,
-    parallel: int,
-    pool: int,
-    kv: int,
-    windows: int,
-    need: int,
-    available: int,
+    why: str,
+    sizes: tuple[int, int, int],
+    memory: tuple[int, int, int, int],
     notes: list[str],
 ) -> str:
+    slot, parallel, pool = sizes
+    kv, windows, need, available = memory
     origin = ", ".join(
         f"{name} {'set' if value else 'auto'}"
         for name, value in (
@@ -327,7 +356,8 @@ def _reason(
         else f"{kv // MIB} MB at {kv_bytes_per_token(spec, settings)} bytes a token"
     )
     reason = (
-        f"{slot} tokens per request, {parallel} slot{'s' if parallel != 1 else ''} sharing a "
+        f"n_ctx {slot} ({why}) per request, {parallel} slot{'s' if parallel != 1 else ''} "
+        "sharing a "
         f"KV pool of {pool} tokens "
         f"({cache}); needs {need // MIB} MB of {available // MIB} MB available ({origin}"
         + (f"; {'; '.join(notes)}" if notes else "")

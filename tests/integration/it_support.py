@@ -139,6 +139,15 @@ class ServerProcess:
         assert problem is None, problem
 
 
+def peak_rss(pid: int) -> int:
+    """The kernel's high-water mark of a process's resident memory (VmHWM: psutil reports
+    only the current figure)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc")
+
+
 def _kill_leftovers() -> None:
     for proc in list(_LIVE_PROCESSES):
         if proc.poll() is None:

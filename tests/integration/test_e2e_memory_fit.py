@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
-from it_support import ServerProcess
+from it_support import ServerProcess, peak_rss
 
 from locallab_cpp.config import load_settings
 from locallab_cpp.models import sizing
@@ -37,14 +36,6 @@ def _laptop_cap() -> int:
     embedded = registry.get("gemma-3-270m").size_bytes
     mistral = registry.get("mistral-7b-instruct-v0.3").size_bytes
     return LAPTOP_AVAILABLE * embedded // mistral
-
-
-def _peak_rss(pid: int) -> int:
-    """The kernel's high-water mark of the process's resident memory."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc")
 
 
 def _prompt(index: int, numbers: int) -> str:
@@ -81,10 +72,9 @@ def test_the_embedded_model_loads_at_the_defaults_within_a_memory_cap(
     path = registry.ensure_local(spec)
     expected = sizing.plan(spec, load_settings({}), cap, path.stat().st_size)
     assert expected.fits, expected.reason
-    if case == "tight":
-        assert "context shrunk" in expected.reason
-    else:
-        assert (expected.n_ctx_slot, expected.parallel) == (10240, 4), expected.reason
+    assert expected.n_ctx_reason.startswith("shrunk from 32768 to "), expected.reason
+    if case != "tight":  # an agent's 19,000-token prompt still fits, with every slot
+        assert expected.n_ctx_slot > 20000 and expected.parallel == 4, expected.reason
 
     srv = server_factory(env={sizing.MEMORY_LIMIT_ENV: str(cap)})
     # The plan line, word for word what the estimate says for this cap.
@@ -96,7 +86,7 @@ def test_the_embedded_model_loads_at_the_defaults_within_a_memory_cap(
     numbers = min(100, expected.pool_tokens // expected.parallel // 7)
     tokens = asyncio.run(_busy(srv.base_url, expected.parallel, numbers))
     assert len(tokens) == ROUNDS * expected.parallel
-    peak = _peak_rss(srv.proc.pid)
+    peak = peak_rss(srv.proc.pid)
     assert peak <= cap, f"{case}: peak RSS {peak / MIB:.0f} MiB over the cap {cap / MIB:.0f}"
     # The estimate is what the server takes, within 10%.
     error = (expected.need_bytes - peak) / peak

@@ -107,7 +107,11 @@ class FakeEngine:
             size_bytes=spec.size_bytes,
             chat_format=spec.chat_format,
             loaded_at=time.time(),
-            details={"architecture": "fake", "kv_cache_bytes": 4096},
+            details={
+                "architecture": "fake",
+                "kv_cache_bytes": 4096,
+                "n_ctx_reason": "the model's trained context",
+            },
         )
 
     # ----- Engine protocol --------------------------------------------------------------

@@ -37,16 +37,33 @@ def _window_cells(pool: int, slots: int) -> int:
     return -(-min(pool, 512 * slots + sizing.ubatch_size(Settings())) // 256) * 256
 
 
-def test_a_small_model_keeps_todays_context_and_four_slots_sharing_a_smaller_pool() -> None:
+def test_a_small_model_gets_its_trained_context_and_four_slots_sharing_a_smaller_pool() -> None:
     plan = sizing.plan(GEMMA_270M, Settings(), available=8 * GB)
-    assert (plan.n_ctx_slot, plan.parallel) == (10240, 4)
-    assert plan.pool_tokens == 10240 + 3 * 2048  # not 4 x 10240
+    assert (plan.n_ctx_slot, plan.parallel) == (32768, 4)  # llama-server's -c 0
+    assert plan.pool_tokens == 32768 + 3 * 2048  # not 4 x 32768
     # 1 KiB a token a layer: 3 full layers hold the pool, 15 window layers a window each.
     windows = 2 * 4 * 512 * 15 * 1024
     assert plan.checkpoint_bytes == windows
-    assert plan.kv_bytes == 1024 * (3 * 16384 + 15 * _window_cells(16384, 4)) + windows
+    assert plan.kv_bytes == 1024 * (3 * 38912 + 15 * _window_cells(38912, 4)) + windows
     assert plan.fits and "4 slots" in plan.reason and "n_ctx auto" in plan.reason
     assert "window checkpoints" in plan.reason
+    assert plan.n_ctx_reason == "the model's trained context"
+    assert plan.reason.startswith("n_ctx 32768 (the model's trained context) per request")
+
+
+def test_the_context_says_how_it_was_chosen() -> None:
+    unknown = ModelSpec(id="u", path="u.gguf", size_bytes=10**8, layers=4, kv_heads=1,
+                        head_dim=64)  # fmt: skip
+    assumed = sizing.plan(unknown, Settings(), available=8 * GB)
+    assert assumed.n_ctx_slot == sizing.ASSUMED_CONTEXT and "assumed" in assumed.n_ctx_reason
+    assert sizing.plan(GEMMA_270M, Settings(n_ctx=4096), available=8 * GB).n_ctx_reason == "set"
+    # A shrunk context names where it started and the memory it had.
+    phi = _registry_spec("phi-3.5-mini-instruct")
+    shrunk = sizing.plan(phi, Settings(), available=8 * GB)
+    assert shrunk.n_ctx_reason == "shrunk from 131072 to fit 8.0 GiB available"
+    assert f"n_ctx {shrunk.n_ctx_slot} (shrunk from 131072" in shrunk.reason
+    small = sizing.plan(GEMMA_270M, Settings(), available=560 * MIB)
+    assert small.n_ctx_reason == "shrunk from 32768 to the auto floor, 560 MiB available"
 
 
 def test_the_window_cache_is_what_llama_cpp_allocates() -> None:
@@ -118,13 +135,15 @@ def test_a_window_needs_its_layer_count(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("model_id", "available", "expected"),
     [
-        # (context per request, slots, pool) chosen at the defaults.
-        ("phi-3.5-mini-instruct", LAPTOP_16GB_AVAILABLE, (10240, 4, 16384)),
-        ("mistral-7b-instruct-v0.3", LAPTOP_16GB_AVAILABLE, (10240, 4, 16384)),
-        # The same laptop with more programs open (8 GiB available): Phi-3.5 has no
-        # grouped-query attention (384 KiB a token), so its pool shrinks; Mistral's not.
-        ("phi-3.5-mini-instruct", 8 * GB, (10240, 4, 11008)),
-        ("mistral-7b-instruct-v0.3", 8 * GB, (10240, 4, 16384)),
+        # (context per request, slots, pool) chosen at the defaults. Mistral's trained
+        # context (32768) fits whole with the shared pool; Phi-3.5's (131072) has no
+        # grouped-query attention (384 KiB a token) and shrinks to what the memory holds,
+        # still more than an agent's 19,000-token prompt needs.
+        ("phi-3.5-mini-instruct", LAPTOP_16GB_AVAILABLE, (19712, 4, 19712)),
+        ("mistral-7b-instruct-v0.3", LAPTOP_16GB_AVAILABLE, (32768, 4, 32768 + 3 * 2048)),
+        # The same laptop with more programs open (8 GiB available): both shrink.
+        ("phi-3.5-mini-instruct", 8 * GB, (11008, 4, 11008)),
+        ("mistral-7b-instruct-v0.3", 8 * GB, (17920, 4, 17920)),
     ],
 )
 def test_phi35_mini_and_mistral_7b_load_at_the_defaults_on_a_16gb_laptop(
@@ -140,8 +159,9 @@ def test_phi35_mini_shrinks_its_context_on_a_tighter_machine() -> None:
     phi = _registry_spec("phi-3.5-mini-instruct")
     assert sizing.kv_bytes_per_token(phi) == 384 * 1024
     tight = sizing.plan(phi, Settings(), available=5 * GB)
-    assert tight.fits and 2048 <= tight.n_ctx_slot < 10240
-    assert tight.pool_tokens == tight.n_ctx_slot and "context shrunk" in tight.reason
+    assert tight.fits and 2048 <= tight.n_ctx_slot < 8192
+    assert tight.pool_tokens == tight.n_ctx_slot
+    assert tight.n_ctx_reason == "shrunk from 131072 to fit 5.0 GiB available"
     assert tight.n_ctx_slot % sizing.GRANULE == 0
 
 
@@ -149,6 +169,7 @@ def test_a_model_too_big_for_the_machine_says_so() -> None:
     plan = sizing.plan(MISTRAL_7B, Settings(), available=3 * GB)
     assert not plan.fits and plan.n_ctx_slot == sizing.MIN_AUTO_CONTEXT
     assert plan.parallel == 1 and "does not fit" in plan.reason
+    assert plan.n_ctx_reason == "shrunk from 32768 to the auto floor, 3.0 GiB available"
 
 
 def test_when_memory_is_tight_one_slot_is_what_gives_last() -> None:
@@ -170,7 +191,7 @@ def test_values_the_user_set_are_kept() -> None:
 def test_a_pool_smaller_than_the_context_caps_it_and_gives_fewer_slots() -> None:
     plan = sizing.plan(GEMMA_270M, Settings(n_ctx=4096, kv_pool_tokens=512), available=8 * GB)
     assert (plan.n_ctx_slot, plan.pool_tokens, plan.parallel) == (512, 512, 2)
-    assert "capped" in plan.reason
+    assert plan.n_ctx_reason == "capped at the KV pool's 512 tokens"
 
 
 def test_the_pool_never_exceeds_every_slots_context() -> None:
@@ -209,10 +230,17 @@ def test_every_registry_model_that_fits_at_all_fits_at_the_defaults() -> None:
 
 
 def test_the_estimate_counts_what_serving_needs_beyond_the_cache() -> None:
-    # Calibrated against peak RSS (scripts/memory_check.py, docs/benchmarks.md): the
-    # embedded model at the defaults took 499 MiB, its f16 copy 775 MiB.
-    for size, peak in ((253_113_024, 499 * MIB), (542_833_344, 775 * MIB)):
-        need = sizing.plan(GEMMA_270M, Settings(), available=8 * GB, size=size).need_bytes
+    # Calibrated against peak RSS (docs/benchmarks.md): with 10240 tokens a request (the
+    # defaults then; scripts/memory_check.py) the embedded model took 499 MiB, its f16
+    # copy 775 MiB; at today's defaults (32768) the embedded model took 553 MiB after a
+    # 19,000-token prompt (test_e2e_agent_context.py).
+    then = Settings(n_ctx=10240)
+    for size, settings, peak in (
+        (253_113_024, then, 499 * MIB),
+        (542_833_344, then, 775 * MIB),
+        (253_113_024, Settings(), 553 * MIB),
+    ):
+        need = sizing.plan(GEMMA_270M, settings, available=8 * GB, size=size).need_bytes
         assert abs(need - peak) <= 0.10 * peak, (size, need / MIB)
         assert need >= peak  # errs towards too much
 

@@ -318,7 +318,7 @@ def test_memory_estimate_follows_context_and_slots() -> None:
     spec = ModelSpec(id="m", path="m.gguf", size_bytes=10**9, context_length=2048, layers=16,
                      kv_heads=8, head_dim=64)  # fmt: skip
     assert sizing.kv_bytes_per_token(spec) == 2 * 16 * 8 * 64 * 2
-    assert sizing.slot_context(spec, Settings()) == 2048  # capped at the trained context
+    assert sizing.slot_context(spec, Settings()) == 2048  # the trained context
     assert sizing.slot_context(spec, Settings(n_ctx=4096)) == 4096
     one = sizing.estimated_need(spec, Settings(parallel=1))
     four = sizing.estimated_need(spec, Settings(parallel=4))

@@ -37,6 +37,7 @@ def test_system_info_has_the_locallab_keys(client: Any) -> None:
     active = info["active_model"]
     assert active["model_id"] == "alpha"
     assert active["n_ctx"] == 64
+    assert active["n_ctx_reason"] == "the model's trained context"
     # the engine's own details are passed on, with defaults for what it does not know
     assert active["architecture"] == "fake"
     assert active["kv_cache_bytes"] == 4096

@@ -367,6 +367,9 @@ class ActiveModel(msgspec.Struct, kw_only=True):
     """How llama.cpp may repack the weights (--repack): on, no-amx (CPU_REPACK only) or off."""
     repack_reason: str = ""
     """Why that was chosen (the CPU's AMX, the setting, GPU offload)."""
+    n_ctx_reason: str = ""
+    """How n_ctx was chosen: "the model's trained context", "shrunk from 32768 to fit 3.1
+    GiB available", "set" (--n-ctx)..."""
     active_sequences: int
     queued_sequences: int
     generated_tokens: int

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import msgspec
 from llama_cpp import _internals
 
 from locallab_cpp.config import CACHE_TYPE_BYTES, Settings
@@ -121,6 +122,8 @@ class LoadedModel:
     ctx: _internals.LlamaContext
     n_ctx_slot: int
     """Tokens one request may use (prompt and answer)."""
+    n_ctx_reason: str
+    """How n_ctx_slot was chosen (MemoryPlan.n_ctx_reason)."""
     parallel: int
     """Slots (sequences decoded together)."""
     pool_tokens: int
@@ -157,6 +160,7 @@ class LoadedModel:
             "n_batch": settings.n_batch,
             "quantization": spec.quantization,
             "kv_cache_bytes": kv,
+            "n_ctx_reason": self.n_ctx_reason,
             "kv_pool_tokens": self.pool_tokens,
             "cache_type_k": self.cache_types[0],
             "cache_type_v": self.cache_types[1],
@@ -177,11 +181,10 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
     init_backend()
     n_gpu_layers = resolve_gpu_layers(settings.n_gpu_layers)
     threads = settings.threads or physical_cores()
-    # Planned before the weights are read, from the memory available now; the plan counts
-    # the file itself. The registry's context length may be unknown: then the GGUF's
-    # trained context caps it below.
-    memory = sizing.plan(spec, settings, size=path.stat().st_size)
-    parallel = memory.parallel
+    # Planned from the memory available before the weights are read: the plan counts the
+    # file itself.
+    available = sizing.available_memory(settings)
+    size = path.stat().st_size
 
     mparams = llama_cpp.llama_model_default_params()
     mparams.n_gpu_layers = n_gpu_layers
@@ -199,12 +202,13 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
             f"llama.cpp could not load the GGUF of model '{spec.id}'; the file may be "
             "damaged or of an architecture this llama.cpp does not support."
         ) from None
-    n_ctx_slot = memory.n_ctx_slot
-    if not settings.n_ctx:  # the GGUF knows its trained context even when the registry not
-        n_ctx_slot = min(n_ctx_slot, model.n_ctx_train() or n_ctx_slot)
-    pool = memory.pool_tokens
-    if not settings.kv_pool_tokens:
-        pool = min(pool, sizing.auto_pool(n_ctx_slot, parallel))
+    # The GGUF's trained context is the one the auto context starts from (llama-server's
+    # -c 0): the registry's may be missing, or name another file's.
+    trained = model.n_ctx_train() or spec.context_length
+    memory = sizing.plan(
+        msgspec.structs.replace(spec, context_length=trained), settings, available, size
+    )
+    n_ctx_slot, parallel, pool = memory.n_ctx_slot, memory.parallel, memory.pool_tokens
     logger.info("model %s: %s", spec.id, memory.reason)
 
     cparams = llama_cpp.llama_context_default_params()
@@ -247,6 +251,7 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
         model=model,
         ctx=ctx,
         n_ctx_slot=n_ctx_slot,
+        n_ctx_reason=memory.n_ctx_reason,
         parallel=parallel,
         # llama.cpp may pad the cache (to 256 cells): the pool is what it really holds.
         pool_tokens=max(pool, int(llama_cpp.llama_n_ctx(ctx.ctx))),
