@@ -181,6 +181,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     "*" for any page. None by default: browser requests from other origins get 403.
     Repeatable; comma-separated in LOCALLAB_CORS_ORIGINS."""
 
+    model_aliases: tuple[str, ...] = ()
+    """Other names for registry models, as NAME=MODEL; NAME may be a glob
+    ("claude-*=gemma-3-270m"). A request naming a registry id gets that model; one naming an
+    alias gets its model (the first alias that matches); any other name gets the loaded
+    model, as clients send names of their own vendor's models. Repeat --model-alias for
+    several; comma-separated in LOCALLAB_MODEL_ALIASES."""
+
     models_file: str = str(DEFAULT_MODELS_FILE)
     """User model registry laid over the package's models.toml, which is always read first:
     its [[models]] entries add models or override, field by field, those with the same id,
@@ -207,6 +214,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                     "an API key must be non-empty printable ASCII without spaces "
                     "(it travels in an HTTP header)"
                 )
+        for alias in self.model_aliases:
+            name, sep, target = alias.partition("=")
+            if not sep or not name.strip() or not target.strip():
+                raise ValueError(
+                    f"model alias {alias!r} must be NAME=MODEL (e.g. claude-*=gemma-3-270m)"
+                )
         for origin in self.cors_origins:
             if origin != "*" and not _ORIGIN.fullmatch(origin):
                 raise ValueError(
@@ -228,7 +241,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 FIELD_NAMES: tuple[str, ...] = Settings.__struct_fields__
 
 
-LIST_FIELDS = frozenset({"api_keys", "allowed_hosts", "cors_origins"})
+LIST_FIELDS = frozenset({"api_keys", "allowed_hosts", "cors_origins", "model_aliases"})
 """Settings holding several values: repeatable flags, comma-separated environment values."""
 
 ENV_ALIASES: dict[str, str] = {"api_keys": ENV_PREFIX + "API_KEY"}

@@ -50,6 +50,7 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--api-key", "api_keys", str),
     ("--allowed-host", "allowed_hosts", str),
     ("--cors-origin", "cors_origins", str),
+    ("--model-alias", "model_aliases", str),
     ("--models-file", "models_file", str),
     ("--log-level", "log_level", str),
 )

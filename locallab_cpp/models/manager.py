@@ -12,6 +12,7 @@ one at the next request or load.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from locallab_cpp.errors import (
     GenerationAborted,
     LoadConflict,
     LocalLabError,
+    ModelNotFound,
     ModelUnavailable,
     NoModelLoaded,
 )
@@ -111,6 +113,23 @@ class ModelManager:
                 old.close, GenerationAborted("The model was unloaded during the generation.")
             )
             return old.info.model_id
+
+    def resolve(self, name: str | None) -> str | None:
+        """The registry id a request's model name means: the id itself, else the model of
+        the first --model-alias whose NAME (a glob) matches; None (the loaded model) for
+        any other name. An alias whose MODEL the registry lacks is ModelNotFound."""
+        if not name:
+            return None
+        if name in self.registry:
+            return name
+        for alias in self.settings.model_aliases:
+            pattern, _, target = alias.partition("=")
+            if fnmatch.fnmatchcase(name, pattern.strip()):
+                target = target.strip()
+                if target not in self.registry:
+                    raise ModelNotFound(target)
+                return target
+        return None
 
     async def engine_for(self, model_id: str | None) -> Engine:
         """The engine to generate with; switches model if a request names another one.

@@ -370,3 +370,27 @@ def test_a_request_larger_than_slots_and_queue_is_400(http: TestClient[Any]) -> 
     assert "256 sequences" in error["message"] and "at most 132" in error["message"]
     body = {"model": "alpha", "prompt": ["p"] * 33, "n": 4, "max_tokens": 1}
     assert http.post("/v1/completions", json=body).status_code == 200
+
+
+def test_model_aliases_map_names_to_registry_models(
+    models_file: Path, factory: FakeFactory
+) -> None:
+    """--model-alias NAME=MODEL (NAME a glob): an agent's model names pick a registry model;
+    other unknown names keep the loaded one; an alias to a model the registry lacks is 404."""
+    aliases = ("claude-haiku-*=beta", "broken=nowhere")
+    with make_client(models_file, factory, model_aliases=aliases) as http:
+        oai = openai.OpenAI(api_key="x", base_url=BASE_URL, http_client=http, max_retries=0)
+        ask = [{"role": "user", "content": "x"}]
+        reply = oai.chat.completions.create(model="claude-haiku-4-5", messages=ask)
+        assert reply.model == "beta" and factory.last.spec.id == "beta"
+        reply = oai.chat.completions.create(model="claude-sonnet-4-6", messages=ask)
+        assert reply.model == "beta"  # unknown: the loaded model (beta, since the switch)
+        with pytest.raises(openai.NotFoundError):
+            oai.chat.completions.create(model="broken", messages=ask)
+
+
+def test_a_model_alias_needs_name_and_model() -> None:
+    from locallab_cpp.config import Settings
+
+    with pytest.raises(ValueError, match="NAME=MODEL"):
+        Settings(model_aliases=("justaname",))

@@ -31,11 +31,10 @@ async def engine_for(models: ModelManager, name: str | None) -> Engine:
     """The engine for a request's ``model``.
 
     Clients must send some model name and most send one of OpenAI's ("gpt-4o-mini"), so
-    any name this server does not know means the loaded model; a registry id loads that
-    model, as LocalLab's ``model_id`` does.
+    any name this server does not know means the loaded model; a registry id (or a
+    --model-alias of one) loads that model, as LocalLab's ``model_id`` does.
     """
-    model_id = name if name and name in models.registry else None
-    return await models.engine_for(model_id)
+    return await models.engine_for(models.resolve(name))
 
 
 def sampling_from(data: SamplingFields) -> SamplingParams:
