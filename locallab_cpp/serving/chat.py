@@ -81,6 +81,11 @@ class ChatRun:
     def __post_init__(self) -> None:
         self._finished = [None] * len(self.handles)
 
+    @property
+    def n(self) -> int:
+        """How many choices the run generates (indexes 0 to n - 1)."""
+        return len(self.handles)
+
     async def events(self) -> AsyncGenerator[tuple[int, AnswerEvent], None]:
         """Each choice's events as they come, with the choice's index; the first error
         ends it as a LocalLabError, and leaving early cancels every choice still running

@@ -83,7 +83,7 @@ async def chat_events(
 ) -> AsyncIterator[bytes]:
     """The SSE events of a streamed chat completion: per choice a role chunk, its events'
     deltas, a last empty delta with finish_reason; usage once all ended, if asked."""
-    for index in range(len(run.handles)):
+    for index in range(run.n):
         role = ChatDelta(role="assistant", content="")
         yield data(make([ChatChunkChoice(index=index, delta=role)]))
     try:
