@@ -93,6 +93,9 @@ class ChatMessage(TypedDict, total=False):
     tool_calls: Sequence[ToolCall]
     tool_call_id: str
     name: str
+    reasoning_content: str
+    """An earlier assistant turn's reasoning, under the key the templates that show it
+    read (Qwen3's, DeepSeek's); other templates leave it out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +226,9 @@ class Finished:
     """The generated token ids (end-of-generation token excluded)."""
     logprobs: tuple[TokenLogprob, ...] = ()
     """Every token the chunks reported, in order (only with GenerationInput.logprobs)."""
+    stop_sequence: str | None = None
+    """The stop string (of GenerationInput.stop) that ended the sequence, cut from the
+    text; None when something else ended it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +243,8 @@ class Completion:
     token_ids: tuple[int, ...] = ()
     logprobs: tuple[TokenLogprob, ...] = ()
     """See :attr:`TokenLogprob.text` for how they align with ``text``."""
+    stop_sequence: str | None = None
+    """See :attr:`Finished.stop_sequence`."""
 
 
 Event = TextChunk | Finished | LocalLabError
@@ -298,5 +306,6 @@ class GenerationHandle:
                     cached_tokens=event.cached_tokens,
                     token_ids=event.token_ids,
                     logprobs=event.logprobs,
+                    stop_sequence=event.stop_sequence,
                 )
         raise AssertionError("event stream ended without Finished")

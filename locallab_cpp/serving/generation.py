@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from locallab_cpp.engine.base import Engine
 from locallab_cpp.engine.types import (
@@ -182,12 +182,27 @@ class TokenUsage:
         return self.prompt_tokens + self.completion_tokens
 
 
-def usage_of(done: Sequence[Completion]) -> TokenUsage:
-    """The token counts of ``done``, summed."""
+class Counted(Protocol):
+    """What a finished generation reports of its tokens (Completion, Finished,
+    ChoiceFinished)."""
+
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+    @property
+    def cached_tokens(self) -> int: ...
+
+
+def usage_of(done: Sequence[Counted], copies: int = 1) -> TokenUsage:
+    """The token counts of ``done``, summed, each prompt counted once: ``done`` holds each
+    prompt's ``copies`` generations one after another (GenerationInput.n), and the copies
+    after the first report the prompt as cached, having shared its computation."""
+    firsts = done[::copies]
     return TokenUsage(
-        prompt_tokens=sum(c.prompt_tokens for c in done),
+        prompt_tokens=sum(c.prompt_tokens for c in firsts),
         completion_tokens=sum(c.completion_tokens for c in done),
-        cached_prompt_tokens=sum(c.cached_tokens for c in done),
+        cached_prompt_tokens=sum(c.cached_tokens for c in firsts),
     )
 
 

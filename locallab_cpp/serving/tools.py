@@ -6,7 +6,8 @@ No llama_cpp or web-framework import happens here: grammars are converted by
 
 Use: ``fmt = tool_format_for(chat_prompt.tool_format)``; ``fmt.parse(text)`` for a whole
 generation, ``fmt.streamer()`` (``feed``/``finish``) while streaming, and
-``fmt.grammar(tools, name, parallel)`` for ``tool_choice`` "required" or a named tool. Split
+``fmt.grammar(tools, name, parallel)`` for ``tool_choice`` "required" or a named tool;
+``plan_tools(tools, choice)`` for what a request's tools ask (toolcalls/plan.py). Split
 reasoning (:mod:`locallab_cpp.serving.reasoning`) off first: calls are read in the content.
 """
 
@@ -21,6 +22,14 @@ from locallab_cpp.serving.toolcalls.formats import (
     ToolCallFormat,
     tool_format_for,
 )
+from locallab_cpp.serving.toolcalls.plan import (
+    NamedTool,
+    ToolChoice,
+    ToolDef,
+    ToolPlan,
+    check_parameters,
+    plan_tools,
+)
 from locallab_cpp.serving.toolcalls.streamer import CallRecord, ToolCallStreamer
 from locallab_cpp.serving.toolcalls.validate import schema_problem, validate_arguments
 
@@ -30,11 +39,17 @@ __all__ = [
     "HermesFormat",
     "Llama3Format",
     "MistralFormat",
+    "NamedTool",
     "ParsedToolCall",
     "ToolCallDelta",
     "ToolCallFormat",
     "ToolCallStreamer",
+    "ToolChoice",
+    "ToolDef",
+    "ToolPlan",
+    "check_parameters",
     "new_call_id",
+    "plan_tools",
     "schema_problem",
     "tool_format_for",
     "validate_arguments",

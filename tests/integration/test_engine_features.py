@@ -130,6 +130,7 @@ def test_logprobs_stop_at_the_stop_string(engine: LlamaEngine) -> None:
     chunks, finished = _stream(engine, _input(engine, PROMPT, GREEDY, 24, logprobs=0, stop=(stop,)))
     text = "".join(c.text for c in chunks)
     assert finished.finish_reason == "stop"
+    assert finished.stop_sequence == stop and ref.stop_sequence is None  # which one matched
     assert text == ref.text[:stop_at]
     assert _joined(finished.logprobs) == text
     for chunk in chunks:

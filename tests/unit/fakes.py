@@ -240,6 +240,9 @@ class FakeEngine:
                 await asyncio.sleep(0.005)
         chunks = self.chunks_for(inp)[: inp.max_tokens]
         reason = "length" if inp.max_tokens < len(self.chunks_for(inp)) else "stop"
+        chunks, stop_sequence = _cut_at_stop(chunks, inp.stop)
+        if stop_sequence is not None:
+            reason = "stop"
         reported: list[TokenLogprob] = []
         for i, chunk in enumerate(chunks):
             await asyncio.sleep(0)
@@ -262,6 +265,7 @@ class FakeEngine:
                 completion_tokens=len(chunks),
                 cached_tokens=0,
                 logprobs=tuple(reported),
+                stop_sequence=stop_sequence,
             ),
         )
 
@@ -281,6 +285,17 @@ class FakeEngine:
     def _drop(self, handle: GenerationHandle) -> None:
         with self._lock:
             self._unfinished.discard(handle)
+
+
+def _cut_at_stop(chunks: list[str], stops: Sequence[str]) -> tuple[list[str], str | None]:
+    """The chunks up to the earliest stop string in their text, and that string (as the
+    engine cuts its text); a stop split across chunks is not looked for."""
+    for i, chunk in enumerate(chunks):
+        found = [(chunk.find(stop), stop) for stop in stops if stop and stop in chunk]
+        if found:
+            at, stop = min(found, key=lambda pair: pair[0])
+            return [*chunks[:i], chunk[:at]], stop
+    return chunks, None
 
 
 class FakeFactory:

@@ -82,6 +82,27 @@ def test_core_does_not_import_the_web_framework(prefix: str) -> None:
             )
 
 
+def test_serving_never_imports_an_api() -> None:
+    """serving/ is what every API shares: it speaks no wire format, so none may be below it
+    (each API maps serving's neutral events to its own shapes)."""
+    modules = _modules()
+    for name, path in modules.items():
+        if name != "locallab_cpp.serving" and not name.startswith("locallab_cpp.serving."):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):  # imports inside functions count too
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for imported in names:
+                assert not imported.startswith(("locallab_cpp.api", "locallab_cpp.http")), (
+                    f"{name} imports {imported}: serving must not know any API or HTTP"
+                )
+
+
 def test_modules_stay_small() -> None:
     long = {
         name: n

@@ -12,6 +12,7 @@ from locallab_cpp.engine.llama.loading import (
     ubatch_size,
 )
 from locallab_cpp.engine.llama.slots import common_prefix as _common_prefix
+from locallab_cpp.engine.llama.text import find_stop
 from locallab_cpp.engine.llama.text import stop_hold as _stop_hold
 
 
@@ -55,6 +56,12 @@ def test_common_prefix(a: list[int], b: list[int], n: int) -> None:
 def test_stop_hold(text: str, stops: list[str], hold: int) -> None:
     assert _stop_hold(text, stops) == hold
     assert 0 <= _stop_hold(text, stops) <= len(text)
+
+
+def test_find_stop_says_which_stop_string_matched() -> None:
+    assert find_stop("abXYcdEND", ["END", "XY"], 0) == (2, "XY")  # the earliest wins
+    assert find_stop("abXYcdEND", ["END", "XY"], 3) == (6, "END")
+    assert find_stop("abc", ["END"], 0) == (-1, None)
 
 
 def test_stop_hold_holds_every_proper_prefix() -> None:

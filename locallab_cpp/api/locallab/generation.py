@@ -2,7 +2,8 @@
 
 What is LocalLab's own lives here: its sampling defaults (:func:`sampling_from`), its
 request fields and its response shapes. Tokenizing, the context check, queueing and
-collecting are :mod:`locallab_cpp.serving.generation`'s, shared by every API.
+collecting are :mod:`locallab_cpp.serving.generation`'s, a chat request
+:mod:`locallab_cpp.serving.chat`'s, shared by every API.
 """
 
 from __future__ import annotations
@@ -35,13 +36,17 @@ from locallab_cpp.api.locallab.protocol import (
     GenerationParams,
     Usage,
 )
-from locallab_cpp.api.locallab.streaming import stream_response
+from locallab_cpp.api.locallab.streaming import run_texts, stream_response
 from locallab_cpp.engine.base import Engine
-from locallab_cpp.engine.types import Completion, GenerationHandle, SamplingParams
+from locallab_cpp.engine.types import GenerationHandle, SamplingParams
 from locallab_cpp.http.disconnect import unless_disconnected
 from locallab_cpp.http.sse import EventStream
 from locallab_cpp.models.manager import ModelManager
 from locallab_cpp.serving import generation as serving
+from locallab_cpp.serving.chat import ChatRequest as ServingChatRequest
+from locallab_cpp.serving.chat import start_chat
+from locallab_cpp.serving.streaming import text_chunks
+from locallab_cpp.serving.turns import Turn
 
 _STREAM_DOC = (
     'With "stream": true the reply is text/event-stream: one `data:` event per chunk of '
@@ -79,8 +84,7 @@ def _submit(
     return serving.submit(engine, inputs)
 
 
-def _usage(done: Sequence[Completion]) -> Usage:
-    totals = serving.usage_of(done)
+def _usage(totals: serving.TokenUsage) -> Usage:
     return Usage(
         prompt_tokens=totals.prompt_tokens,
         completion_tokens=totals.completion_tokens,
@@ -112,14 +116,14 @@ class GenerationController(Controller):
         prompt = await serving.tokenize(engine, data.prompt)
         [handle] = _submit(engine, data, [prompt])
         if data.stream:
-            return stream_response(handle)
+            return stream_response(text_chunks(handle))
         [done] = await unless_disconnected(request, serving.collect([handle]))
         return GenerateResponse(
             response=done.text,
             text=done.text,
             model=engine.info.model_id,
             finish_reason=done.finish_reason,
-            usage=_usage([done]),
+            usage=_usage(serving.usage_of([done])),
         )
 
     @post(
@@ -135,26 +139,35 @@ class GenerationController(Controller):
         models: NamedDependency[ModelManager],
     ) -> ChatResponse | EventStream:
         """Answer the conversation in ``messages`` as the assistant."""
-        engine = await models.engine_for(data.model_id)
-        messages = [{"role": m.role, "content": m.content} for m in data.messages]
-        chat = await serving.chat_tokens(engine, messages)
-        [handle] = _submit(engine, data, [chat.tokens], chat.stop)
+        run = await start_chat(
+            models,
+            ServingChatRequest(
+                turns=[Turn(m.role, m.content) for m in data.messages],
+                sampling=sampling_from(data),
+                max_tokens=_default(data.max_length, DEFAULT_MAX_LENGTH),
+                model=data.model_id,
+                stop=data.stop_strings(),
+                # LocalLab's answer is the model's text as it wrote it, <think> included.
+                split_reasoning=False,
+            ),
+        )
         if data.stream:
-            return stream_response(handle)
-        [done] = await unless_disconnected(request, serving.collect([handle]))
+            return stream_response(run_texts(run))
+        [answer] = await unless_disconnected(request, run.collect())
         return ChatResponse(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             object="chat.completion",
             created=int(time.time()),
-            model=engine.info.model_id,
+            model=run.model,
             choices=[
                 ChatChoice(
                     index=0,
-                    message=AssistantMessage(role="assistant", content=done.text),
-                    finish_reason=done.finish_reason,
+                    message=AssistantMessage(role="assistant", content=answer.text),
+                    # No tools are offered here, so the reason is the engine's own.
+                    finish_reason="length" if answer.finished.reason == "length" else "stop",
                 )
             ],
-            usage=_usage([done]),
+            usage=_usage(run.usage()),
         )
 
     @post(
@@ -182,5 +195,5 @@ class GenerationController(Controller):
             responses=[c.text for c in done],
             model=engine.info.model_id,
             finish_reasons=[c.finish_reason for c in done],
-            usage=_usage(done),
+            usage=_usage(serving.usage_of(done)),
         )

@@ -1,50 +1,37 @@
 """POST /v1/chat/completions: OpenAI's chat over the serving core.
 
-The conversation is rendered by the model's chat template, with the offered tools; the
-request's fields become SamplingParams (OpenAI's defaults), a grammar (``response_format``,
-a forced tool call), logprobs and ``n`` copies. The answer is split into reasoning,
-content and tool calls by :mod:`.choice`, streamed or whole alike.
+The request is translated into serving's ChatRequest (translate.py: turns, the tool plan,
+OpenAI's sampling defaults, ``response_format`` as a schema); serving/chat.py renders,
+plans and submits, and reads each choice into neutral events. This module only shapes
+them: chunks (streaming.py) or the whole completion, the fold of the same events.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
-from locallab_cpp.api.openai.choice import ChoiceState, whole_choice
-from locallab_cpp.api.openai.common import (
-    choices_of,
-    engine_for,
-    max_tokens_of,
-    new_id,
-    now,
-    sampling_from,
-    usage_per_prompt,
-)
-from locallab_cpp.api.openai.protocol import ChatCompletionRequest, ResponseFormat
+from locallab_cpp.api.openai.common import chat_logprobs, choices_of, new_id, now, openai_usage
+from locallab_cpp.api.openai.protocol import ChatCompletionRequest
 from locallab_cpp.api.openai.responses import (
+    AssistantMessage,
+    ChatChoice,
     ChatChunkChoice,
     ChatCompletion,
     ChatCompletionChunk,
+    FunctionCallOut,
+    ToolCallOut,
 )
 from locallab_cpp.api.openai.streaming import chat_stream
-from locallab_cpp.api.openai.tooling import ToolPlan, messages_for, plan_tools
-from locallab_cpp.engine.schema import (
-    JSON_OBJECT_SCHEMA,
-    checked_grammar,
-    grammar_for_json_schema,
-)
-from locallab_cpp.engine.types import GenerationInput
-from locallab_cpp.errors import InvalidRequest
+from locallab_cpp.api.openai.translate import chat_request
 from locallab_cpp.http.disconnect import unless_disconnected
 from locallab_cpp.http.sse import EventStream
 from locallab_cpp.models.manager import ModelManager
-from locallab_cpp.serving import generation as serving
-from locallab_cpp.serving.tools import ToolCallFormat, tool_format_for
+from locallab_cpp.serving.chat import start_chat
+from locallab_cpp.serving.events import Answer
 
 _DOC = (
     "OpenAI's chat completions. Any `model` name means the loaded model unless it is a "
@@ -53,29 +40,28 @@ _DOC = (
 )
 
 
-def response_grammar(response_format: ResponseFormat | None) -> str | None:
-    """The grammar that makes the output JSON (any object, or valid under a schema)."""
-    if response_format is None or response_format.type == "text":
-        return None
-    if response_format.type == "json_object":
-        return grammar_for_json_schema(JSON_OBJECT_SCHEMA)
-    spec = response_format.json_schema
-    if spec is None or spec.schema is None:
-        raise InvalidRequest(
-            "Invalid request: 'response_format': type json_schema needs "
-            '"json_schema": {"name": ..., "schema": {...}}.'
+def chat_choice(index: int, answer: Answer, *, logprobs: bool) -> ChatChoice:
+    """A whole answer as OpenAI's choice."""
+    calls = [
+        ToolCallOut(
+            id=call.id,
+            type="function",
+            function=FunctionCallOut(name=call.name, arguments=call.arguments),
         )
-    return grammar_for_json_schema(spec.schema)
-
-
-def request_grammar(
-    plan: ToolPlan, fmt: ToolCallFormat | None, response_format: ResponseFormat | None
-) -> str | None:
-    """The request's grammar, accepted by llama.cpp's parser: a forced call is the whole
-    answer, so its grammar wins over ``response_format``. Blocking (a large schema takes
-    a while to convert and parse): call it in a worker thread."""
-    grammar = (plan.grammar(fmt) if fmt is not None else None) or response_grammar(response_format)
-    return checked_grammar(grammar) if grammar is not None else None
+        for call in answer.tool_calls
+    ]
+    return ChatChoice(
+        index=index,
+        message=AssistantMessage(
+            role="assistant",
+            # Only calls: content is null, as OpenAI's; text beside them stays.
+            content=None if calls and not answer.text.strip() else answer.text,
+            reasoning_content=answer.reasoning or None,
+            tool_calls=calls or None,
+        ),
+        logprobs=chat_logprobs(answer.logprobs) if logprobs else None,
+        finish_reason=answer.finished.reason,
+    )
 
 
 class ChatController(Controller):
@@ -96,25 +82,8 @@ class ChatController(Controller):
         models: NamedDependency[ModelManager],
     ) -> ChatCompletion | EventStream:
         """Answer ``messages`` as the assistant, calling ``tools`` where it chooses to."""
-        n = choices_of(data, models)
-        plan = plan_tools(data)
-        engine = await engine_for(models, data.model)
-        chat = await serving.chat_tokens(engine, messages_for(data.messages), tools=plan.tools)
-        fmt = tool_format_for(chat.tool_format) if plan.active else None
-        grammar = await asyncio.to_thread(request_grammar, plan, fmt, data.response_format)
-        logprobs = bool(data.logprobs)
-        inp = GenerationInput(
-            prompt_tokens=chat.tokens,
-            sampling=sampling_from(data),
-            max_tokens=max_tokens_of(engine, data.max_completion_tokens, data.max_tokens),
-            stop=data.stop_strings() + chat.stop,
-            logprobs=(data.top_logprobs or 0) if logprobs else None,
-            grammar=grammar,
-            n=n,
-            keep_special=fmt.markers if fmt is not None else (),
-        )
-        handles = serving.submit(engine, [inp])
-        response_id, created, model = new_id("chatcmpl"), now(), engine.info.model_id
+        run = await start_chat(models, chat_request(data, models, choices_of(data, models)))
+        response_id, created, logprobs = new_id("chatcmpl"), now(), bool(data.logprobs)
         if data.stream:
 
             def make(choices: list[ChatChunkChoice]) -> ChatCompletionChunk:
@@ -122,23 +91,17 @@ class ChatController(Controller):
                     id=response_id,
                     object="chat.completion.chunk",
                     created=created,
-                    model=model,
+                    model=run.model,
                     choices=choices,
                 )
 
-            states = [ChoiceState(i, plan, fmt, chat.opens_reasoning) for i in range(n)]
-            return chat_stream(
-                handles, make, states, logprobs=logprobs, include_usage=data.include_usage
-            )
-        done = await unless_disconnected(request, serving.collect(handles))
+            return chat_stream(run, make, logprobs=logprobs, include_usage=data.include_usage)
+        answers = await unless_disconnected(request, run.collect())
         return ChatCompletion(
             id=response_id,
             object="chat.completion",
             created=created,
-            model=model,
-            choices=[
-                whole_choice(i, c, plan, fmt, logprobs=logprobs, thinking=chat.opens_reasoning)
-                for i, c in enumerate(done)
-            ],
-            usage=usage_per_prompt(done, n),
+            model=run.model,
+            choices=[chat_choice(i, a, logprobs=logprobs) for i, a in enumerate(answers)],
+            usage=openai_usage(run.usage()),
         )

@@ -17,9 +17,10 @@ from locallab_cpp.api.openai.responses import (
     Usage,
 )
 from locallab_cpp.engine.base import Engine
-from locallab_cpp.engine.types import Completion, Finished, SamplingParams, TokenLogprob
+from locallab_cpp.engine.types import SamplingParams, TokenLogprob
 from locallab_cpp.errors import InvalidRequest
 from locallab_cpp.models.manager import ModelManager
+from locallab_cpp.serving.generation import Counted, TokenUsage, usage_of
 
 # OpenAI's defaults: the model's own distribution, nothing cut, nothing penalized.
 DEFAULT_TEMPERATURE = 1.0
@@ -27,14 +28,19 @@ DEFAULT_TOP_P = 1.0
 OWNED_BY = "locallab"
 
 
-async def engine_for(models: ModelManager, name: str | None) -> Engine:
-    """The engine for a request's ``model``.
+def model_id_of(models: ModelManager, name: str | None) -> str | None:
+    """The registry id a request's ``model`` means, or None: the loaded model.
 
     Clients must send some model name and most send one of OpenAI's ("gpt-4o-mini"), so
     any name this server does not know means the loaded model; a registry id (or a
     --model-alias of one) loads that model, as LocalLab's ``model_id`` does.
     """
-    return await models.engine_for(models.resolve(name))
+    return models.resolve(name)
+
+
+async def engine_for(models: ModelManager, name: str | None) -> Engine:
+    """The engine for a request's ``model`` (:func:`model_id_of`)."""
+    return await models.engine_for(model_id_of(models, name))
 
 
 def sampling_from(data: SamplingFields) -> SamplingParams:
@@ -92,20 +98,18 @@ def now() -> int:
     return int(time.time())
 
 
-def usage_per_prompt(done: Sequence[Completion | Finished], n: int) -> Usage:
-    """Usage of ``n`` choices per prompt: OpenAI counts each prompt once, however many
-    choices it had (``done`` holds each prompt's ``n`` copies one after another; the
-    copies after the first report the prompt as cached, having shared its computation)."""
-    firsts = done[::n]
-    prompt = sum(c.prompt_tokens for c in firsts)
-    completion = sum(c.completion_tokens for c in done)
+def usage_per_prompt(done: Sequence[Counted], n: int) -> Usage:
+    """Usage of ``n`` choices per prompt, each prompt counted once (serving's usage_of)."""
+    return openai_usage(usage_of(done, n))
+
+
+def openai_usage(totals: TokenUsage) -> Usage:
+    """Serving's token counts in OpenAI's shape."""
     return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        prompt_tokens_details=PromptTokensDetails(
-            cached_tokens=sum(c.cached_tokens for c in firsts)
-        ),
+        prompt_tokens=totals.prompt_tokens,
+        completion_tokens=totals.completion_tokens,
+        total_tokens=totals.total_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=totals.cached_prompt_tokens),
     )
 
 

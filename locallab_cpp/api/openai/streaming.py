@@ -1,8 +1,8 @@
 """OpenAI's streamed responses: ``data: {chunk}`` events, then ``data: [DONE]``.
 
-Each choice of a chat stream is read by its :class:`~.choice.ChoiceState` (reasoning split
-off, tool calls found and checked), so content, reasoning and call deltas arrive apart; the
-whole answer folds the same deltas. An error after the stream began is a last data event
+A chat stream renders serving's neutral events (serving/events.py: reasoning, text and
+tool calls already apart and checked) as chunks, one delta each; the whole answer is the
+fold of the same events (chat.py). An error after the stream began is a last data event
 with OpenAI's error envelope, then ``data: [DONE]``.
 """
 
@@ -13,10 +13,10 @@ from contextlib import aclosing
 
 import msgspec
 
-from locallab_cpp.api.openai.choice import ChoiceState
 from locallab_cpp.api.openai.common import (
     chat_logprobs,
     completion_logprobs,
+    openai_usage,
     usage_per_prompt,
 )
 from locallab_cpp.api.openai.errors import OPENAI_ERRORS, error_object
@@ -25,18 +25,23 @@ from locallab_cpp.api.openai.responses import (
     ChatCompletionChunk,
     ChatDelta,
     CompletionChoice,
+    FunctionDelta,
     TextCompletion,
+    ToolCallDeltaOut,
 )
-from locallab_cpp.engine.types import (
-    Finished,
-    FinishReason,
-    GenerationHandle,
-    TextChunk,
-    TokenLogprob,
-)
+from locallab_cpp.engine.types import Finished, GenerationHandle, TextChunk
 from locallab_cpp.errors import LocalLabError
 from locallab_cpp.http.errors import Problem
 from locallab_cpp.http.sse import DONE, EventStream, event_stream
+from locallab_cpp.serving.chat import ChatRun
+from locallab_cpp.serving.events import (
+    AnswerEvent,
+    ChoiceFinished,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallArgs,
+    ToolCallStart,
+)
 from locallab_cpp.serving.generation import merged_events
 
 _encoder = msgspec.json.Encoder()
@@ -56,70 +61,65 @@ def error_data(exc: LocalLabError) -> bytes:
 ChunkMaker = Callable[[list[ChatChunkChoice]], ChatCompletionChunk]
 
 
+def chat_delta(event: AnswerEvent) -> ChatDelta | None:
+    """The delta of one neutral event: a call's start is OpenAI's first delta (id, type,
+    name, arguments ""), its arguments the next; its end and the finish have none."""
+    if isinstance(event, TextDelta):
+        return ChatDelta(content=event.text)
+    if isinstance(event, ReasoningDelta):
+        return ChatDelta(reasoning_content=event.text)
+    if isinstance(event, ToolCallStart):
+        function = FunctionDelta(name=event.name, arguments="")
+        head = ToolCallDeltaOut(index=event.index, id=event.id, type="function", function=function)
+        return ChatDelta(tool_calls=[head])
+    if isinstance(event, ToolCallArgs):
+        body = ToolCallDeltaOut(index=event.index, function=FunctionDelta(arguments=event.fragment))
+        return ChatDelta(tool_calls=[body])
+    return None
+
+
 async def chat_events(
-    handles: Sequence[GenerationHandle],
-    make: ChunkMaker,
-    states: Sequence[ChoiceState],
-    *,
-    logprobs: bool,
-    include_usage: bool,
+    run: ChatRun, make: ChunkMaker, *, logprobs: bool, include_usage: bool
 ) -> AsyncIterator[bytes]:
-    """The SSE events of a streamed chat completion with one choice per handle."""
-    finished: dict[int, Finished] = {}
-    pending: list[list[TokenLogprob]] = [[] for _ in states]
-    for state in states:
+    """The SSE events of a streamed chat completion: per choice a role chunk, its events'
+    deltas, a last empty delta with finish_reason; usage once all ended, if asked."""
+    for index in range(run.n):
         role = ChatDelta(role="assistant", content="")
-        yield data(make([ChatChunkChoice(index=state.index, delta=role)]))
+        yield data(make([ChatChunkChoice(index=index, delta=role)]))
     try:
-        async with aclosing(merged_events(handles)) as events:
+        async with aclosing(run.events()) as events:
             async for index, event in events:
-                state = states[index]
-                if isinstance(event, TextChunk):
-                    pending[index] += event.logprobs
-                    deltas = state.feed(event.text)
-                    reason: FinishReason | None = None
-                else:
-                    finished[index] = event
-                    deltas, reason = state.finish(event.finish_reason)
-                    deltas.append(ChatDelta())  # the chunk that carries finish_reason
-                for position, delta in enumerate(deltas):
-                    last = position == len(deltas) - 1
-                    chunk_logprobs = None
-                    if logprobs and pending[index]:
-                        # Text held back carries its tokens' logprobs to the next delta.
-                        chunk_logprobs = chat_logprobs(pending[index])
-                        pending[index] = []
+                delta = chat_delta(event)
+                choice: ChatChunkChoice | None = None
+                if isinstance(event, ChoiceFinished):
+                    choice = ChatChunkChoice(
+                        index=index, delta=ChatDelta(), finish_reason=event.reason
+                    )
+                elif delta is not None:
+                    lp = event.logprobs if isinstance(event, TextDelta) else ()
                     choice = ChatChunkChoice(
                         index=index,
                         delta=delta,
-                        logprobs=chunk_logprobs,
-                        finish_reason=reason if last else None,
+                        logprobs=chat_logprobs(lp) if logprobs and lp else None,
                     )
+                if choice is not None:
                     yield data(make([choice]))
     except LocalLabError as exc:
         yield error_data(exc)
         yield DONE
         return
     if include_usage:
-        done = [finished[i] for i in range(len(handles))]
         usage_chunk = make([])
-        usage_chunk.usage = usage_per_prompt(done, len(handles))
+        usage_chunk.usage = openai_usage(run.usage())
         yield data(usage_chunk)
     yield DONE
 
 
 def chat_stream(
-    handles: Sequence[GenerationHandle],
-    make: ChunkMaker,
-    states: Sequence[ChoiceState],
-    *,
-    logprobs: bool,
-    include_usage: bool,
+    run: ChatRun, make: ChunkMaker, *, logprobs: bool, include_usage: bool
 ) -> EventStream:
     """The text/event-stream response of a streamed chat completion."""
-    return event_stream(
-        chat_events(handles, make, states, logprobs=logprobs, include_usage=include_usage)
-    )
+    return event_stream(chat_events(run, make, logprobs=logprobs, include_usage=include_usage))
 
 
 # ----- text completions ----------------------------------------------------------------------

@@ -369,12 +369,12 @@ class DecodeLoop:
         stops = job.inp.stop
         if stops:
             start = max(0, job.emitted - max(len(s) for s in stops))
-            cut = find_stop(job.text, stops, start)
+            cut, stop = find_stop(job.text, stops, start)
             if cut != -1:
                 job.text = job.text[:cut]
                 if job.track is not None:
                     job.track.cut(cut)
-                self._finish(slot, "stop", outbox, flush=False)
+                self._finish(slot, "stop", outbox, flush=False, stop_sequence=stop)
                 return
         if job.completion_tokens >= job.max_tokens or self._out_of_time(slot):
             self._finish(slot, "length", outbox)
@@ -397,7 +397,13 @@ class DecodeLoop:
             job.emitted = max(job.emitted, upto)
 
     def _finish(
-        self, slot: Slot, reason: EngineFinishReason, outbox: Outbox, *, flush: bool = True
+        self,
+        slot: Slot,
+        reason: EngineFinishReason,
+        outbox: Outbox,
+        *,
+        flush: bool = True,
+        stop_sequence: str | None = None,
     ) -> None:
         job = slot.job
         assert job is not None
@@ -414,6 +420,7 @@ class DecodeLoop:
                     cached_tokens=job.cached_tokens,
                     token_ids=tuple(job.token_ids),
                     logprobs=tuple(job.track.reported) if job.track is not None else (),
+                    stop_sequence=stop_sequence,
                 ),
             )
         )

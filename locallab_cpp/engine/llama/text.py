@@ -66,11 +66,12 @@ def stop_hold(text: str, stops: Sequence[str]) -> int:
     return hold
 
 
-def find_stop(text: str, stops: Sequence[str], start: int) -> int:
-    """Index of the earliest stop string in ``text`` at or after ``start``, or -1."""
-    cut = -1
+def find_stop(text: str, stops: Sequence[str], start: int) -> tuple[int, str | None]:
+    """Index of the earliest stop string in ``text`` at or after ``start`` and that string
+    (the first listed of those found there), or (-1, None)."""
+    cut, which = -1, None
     for stop in stops:
         found = text.find(stop, start)
         if found != -1 and (cut == -1 or found < cut):
-            cut = found
-    return cut
+            cut, which = found, stop
+    return cut, which
