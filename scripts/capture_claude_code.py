@@ -151,7 +151,9 @@ def sanitize(body: dict[str, Any], home: str) -> dict[str, Any]:
     return clean
 
 
-def make_handler(recorder: Recorder, head_status: int = 200) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    recorder: Recorder, head_status: int = 200, fail_status: int | None = None
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -209,7 +211,10 @@ def make_handler(recorder: Recorder, head_status: int = 200) -> type[BaseHTTPReq
             path = urlsplit(self.path).path
             request = body if isinstance(body, dict) else {}
             model = str(request.get("model", "stub"))
-            if path == "/v1/messages/count_tokens":
+            if fail_status is not None and path.startswith("/v1/messages"):
+                error = {"type": "api_error", "message": f"stub answers {fail_status}"}
+                self._json(fail_status, {"type": "error", "error": error})
+            elif path == "/v1/messages/count_tokens":
                 self._json(200, {"input_tokens": max(1, len(json.dumps(request)) // 4)})
             elif path == "/v1/messages" and request.get("stream"):
                 self._send(200, stream_events(model), "text/event-stream")
@@ -245,6 +250,9 @@ def main() -> int:
     )
     parser.add_argument("--head-status", type=int, default=200, help="the answer to HEAD")
     parser.add_argument(
+        "--fail-status", type=int, help="answer /v1/messages with an error of this status"
+    )
+    parser.add_argument(
         "--fixture", type=Path, help="write the first Messages request here, sanitized"
     )
     parser.add_argument("--loud", action="store_true", help="leave out the quiet environment")
@@ -253,7 +261,9 @@ def main() -> int:
     (args.out / "requests.jsonl").unlink(missing_ok=True)
 
     recorder = Recorder(args.out)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(recorder, args.head_status))
+    httpd = ThreadingHTTPServer(
+        ("127.0.0.1", 0), make_handler(recorder, args.head_status, args.fail_status)
+    )
     port = httpd.server_address[1]
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     with tempfile.TemporaryDirectory(prefix="claude-home-") as home:
