@@ -14,6 +14,20 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 
+# The real Claude Code CLI for tests/integration/test_e2e_claude_code.py, pinned by
+# tests/node/package-lock.json. Installed again only when the lockfile changed (a stamp in
+# node_modules says which one it is), from npm's cache when it has the package. Without npm,
+# the test itself fails and says so.
+if command -v npm >/dev/null 2>&1; then
+    stamp=tests/node/node_modules/.locallab-installed-lock
+    if ! cmp -s tests/node/package-lock.json "$stamp"; then
+        npm ci --prefix tests/node --prefer-offline --no-audit --no-fund --loglevel=error >/dev/null
+        cp tests/node/package-lock.json "$stamp"
+    fi
+else
+    echo "scripts/test.sh: npm not found; the Claude Code end-to-end test will fail" >&2
+fi
+
 .venv/bin/python -m ruff check locallab_cpp tests scripts
 .venv/bin/python -m mypy
 .venv/bin/python -m pytest "$@"
