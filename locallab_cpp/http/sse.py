@@ -6,7 +6,9 @@ this module only frames them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from typing import Any
 
 from litestar.response import Stream
@@ -42,3 +44,38 @@ def data_event(text: str, *, event: str | None = None) -> bytes:
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     head = f"event: {event}\n" if event else ""
     return (head + "".join(f"data: {line}\n" for line in lines)).encode("utf-8") + b"\n"
+
+
+async def with_heartbeat(
+    events: AsyncIterator[bytes], beat: bytes, every: float
+) -> AsyncIterator[bytes]:
+    """``events``, with ``beat`` sent whenever none came for ``every`` seconds.
+
+    A long prompt is computed before the first token (minutes for 20k tokens on a CPU);
+    a client whose read timeout is shorter would give up on a silent stream. Closing this
+    closes ``events``, with the event it was waiting for cancelled first (an async
+    generator cannot be closed while a step of it runs)."""
+    pending: asyncio.Future[bytes] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                yield beat
+                continue
+            try:
+                chunk = pending.result()
+            except StopAsyncIteration:
+                return
+            finally:
+                pending = None
+            yield chunk
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()

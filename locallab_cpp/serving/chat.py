@@ -123,6 +123,16 @@ class ChatRun:
         self._finished[index] = last
 
 
+async def count_prompt(
+    models: EngineSource, turns: Sequence[Turn], *, model: str | None = None, tools: ToolPlan = OFF
+) -> int:
+    """The length in tokens of the prompt :func:`start_chat` would submit for ``turns`` and
+    ``tools`` (rendered and tokenized the same way), submitting nothing."""
+    engine = await models.engine_for(model)
+    chat = await generation.chat_tokens(engine, messages_of(turns), tools=tools.tools)
+    return len(chat.tokens)
+
+
 async def start_chat(models: EngineSource, request: ChatRequest) -> ChatRun:
     """Resolve the model, render the conversation (off the event loop when long), choose
     the grammar and submit the request's ``n`` choices.

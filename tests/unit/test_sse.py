@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 from helpers import parse_sse
@@ -11,7 +12,7 @@ from helpers import parse_sse
 from locallab_cpp.api.locallab.streaming import error_event, stream_events
 from locallab_cpp.engine.types import Finished, GenerationHandle, TextChunk
 from locallab_cpp.errors import EngineFailure
-from locallab_cpp.http.sse import DONE, SSE_HEADERS, data_event
+from locallab_cpp.http.sse import DONE, SSE_HEADERS, data_event, with_heartbeat
 
 
 @pytest.mark.parametrize(
@@ -134,3 +135,32 @@ def test_closing_the_stream_early_cancels_the_generation() -> None:
 
     handle = asyncio.run(main())
     assert handle.cancelled.is_set()
+
+
+def test_with_heartbeat_beats_while_quiet_and_closes_the_source() -> None:
+    closed: list[bool] = []
+
+    async def source() -> AsyncIterator[bytes]:
+        try:
+            yield b"first"
+            await asyncio.sleep(0.2)
+            yield b"second"
+            await asyncio.sleep(60)  # never reached: the reader leaves before
+            yield b"third"
+        finally:
+            closed.append(True)
+
+    async def main() -> list[bytes]:
+        got: list[bytes] = []
+        stream = with_heartbeat(source(), b"beat", every=0.01)
+        async for chunk in stream:
+            got.append(chunk)
+            if got.count(b"beat") > 1 and b"second" in got:
+                break
+        await stream.aclose()  # type: ignore[attr-defined]
+        return got
+
+    got = asyncio.run(main())
+    assert got[0] == b"first"
+    assert b"beat" in got[1 : got.index(b"second")]
+    assert closed == [True]

@@ -20,6 +20,8 @@ from typing import Literal
 
 import msgspec
 
+from locallab_cpp.http.sse import data_event
+
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"]
 
 
@@ -90,7 +92,7 @@ class ErrorDetail(msgspec.Struct, kw_only=True):
     """``type`` is one of Anthropic's error types: ``invalid_request_error`` (400),
     ``authentication_error`` (401), ``permission_error`` (403), ``not_found_error`` (404),
     ``request_too_large`` (413), ``rate_limit_error`` (429), ``api_error`` (500),
-    ``overloaded_error`` (529; this server says 503)."""
+    ``overloaded_error`` (529: the server is busy, retry after the Retry-After seconds)."""
 
     type: str
     message: str
@@ -202,5 +204,5 @@ def event_name(event: StreamEvent) -> str:
 
 def sse_event(event: StreamEvent) -> bytes:
     """One server-sent event: ``event: <type>``, ``data: <the payload as JSON>``, a blank
-    line."""
-    return b"event: %s\ndata: %s\n\n" % (event_name(event).encode(), _ENCODER.encode(event))
+    line (framed by http/sse.py, as every API's events are)."""
+    return data_event(_ENCODER.encode(event).decode("utf-8"), event=event_name(event))
