@@ -192,6 +192,16 @@ def test_a_template_without_tools_gets_them_written_into_text_turns() -> None:
     )
 
 
+def test_user_text_after_tool_results_joins_their_turn() -> None:
+    """Anthropic's user turns hold tool results and text together; a template that
+    alternates user and assistant (Gemma's) must still get one user turn."""
+    conversation = [*CONVERSATION, {"role": "user", "content": "And tomorrow?"}]
+    text = _template(STRICT_TEMPLATE).render(conversation, [WEATHER]).text
+    assert "<tool_response>\n14:05\n</tool_response>\n\nAnd tomorrow?<end>" in text
+    messages, _ = chat_tools.prepare(conversation, None, chat_tools.PLAIN)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+
+
 def test_tools_go_into_the_system_turn_when_the_template_cannot_list_them() -> None:
     messages, tools = chat_tools.prepare(CONVERSATION[:2], [WEATHER], chat_tools.PLAIN)
     assert tools is None

@@ -13,7 +13,8 @@ the Hermes convention that Qwen 2.5 and many tool-tuned models were trained on:
   :data:`TOOL_CALL_CLOSE`;
 * an assistant turn's calls are appended to its text in that same form;
 * tool results become a user turn, each result inside ``<tool_response></tool_response>``
-  (consecutive results share one turn, so user and assistant turns still alternate).
+  (consecutive results share one turn, and so does user text right after them, so user and
+  assistant turns still alternate).
 """
 
 from __future__ import annotations
@@ -180,6 +181,11 @@ def prepare(
             else:
                 responses = {"role": "user", "content": text}
                 out.append(responses)
+            continue
+        if msg["role"] == "user" and responses is not None and out[-1] is responses:
+            # Text the client sent beside its tool results (Anthropic's user turns hold
+            # both) joins them: two user turns in a row break templates that alternate.
+            responses["content"] += "\n\n" + (msg.get("content") or "")
             continue
         if calls and caps.tool_calls:
             msg["tool_calls"] = calls
