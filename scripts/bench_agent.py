@@ -1,0 +1,260 @@
+"""The agent phase of the benchmarks: Claude Code's real first request, cold and again.
+
+Coding agents send one big prompt (a system prompt and tool definitions of 10-25k tokens)
+and then the whole conversation again every turn, so what decides whether an agent is usable
+on a laptop CPU is the time to the first token of a cold prompt, and how little of it the
+next turn computes again. This phase measures both on the request Claude Code 2.1 really
+sends (tests/fixtures/claude_code_request.json, captured by scripts/capture_claude_code.py):
+
+1. the prompt's size, from ``POST /v1/messages/count_tokens``;
+2. turn 1, cold: the request streamed through ``POST /v1/messages``; time to the first
+   content delta (TTFT) and the whole answer;
+3. turn 2: the same conversation with turn 1's answer and a new user message; its TTFT and
+   ``cache_read_input_tokens`` (the prompt tokens reused from turn 1);
+4. the same two turns through OpenAI's ``POST /v1/chat/completions`` (the same system text,
+   messages and tools in OpenAI's shapes), on a freshly started server so turn 1 is cold
+   too.
+
+Each API gets its own fresh server (the default per-request context: the model's trained
+context, 32768 for the embedded model; ``--parallel 1``). Greedy decoding, ``max_tokens``
+small: the prompt is the workload. Usage::
+
+    .venv/bin/python scripts/bench_agent.py [--threads 2] [--markdown docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from bench import BenchError, ChildProcess, free_port, machine_info
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "claude_code_request.json"
+MAX_TOKENS = 16
+FOLLOW_UP = "Now say which files you would read first."
+SECTION = "agent-workload"
+
+
+class Server(ChildProcess):
+    """Our server with the defaults an agent user starts it with."""
+
+    name = "locallab_cpp"
+
+    def __init__(self, threads: int, extra: Sequence[str]) -> None:
+        port = free_port()
+        cmd = [
+            sys.executable, "-m", "locallab_cpp", "serve", "--port", str(port),
+            "--threads", str(threads), "--parallel", "1", "--rate-limit", "0",
+            "--log-level", "warning", *extra,
+        ]  # fmt: skip
+        super().__init__(cmd, port, cwd=REPO_ROOT)
+
+    def is_ready(self, client: httpx.Client) -> bool:
+        reply = client.get("/health")
+        return reply.status_code == 200 and bool(reply.json().get("model_loaded"))
+
+
+@dataclass
+class Turn:
+    """One streamed request as the client saw it."""
+
+    ttft_s: float
+    total_s: float
+    text: str
+    prompt_tokens: int
+    cached_tokens: int
+
+
+def _sse(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event name, data) of an SSE stream; OpenAI's stream has no names ("")."""
+    name = ""
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                return
+            yield name, json.loads(payload)
+            name = ""
+
+
+def anthropic_turn(http: httpx.Client, body: dict[str, Any]) -> Turn:
+    """Stream ``body`` through /v1/messages; the first content delta is the first token."""
+    t0 = time.monotonic()
+    first: float | None = None
+    text: list[str] = []
+    prompt = cached = 0
+    with http.stream("POST", "/v1/messages", json=body) as reply:
+        if reply.status_code != 200:
+            raise BenchError(f"/v1/messages: {reply.status_code} {reply.read()[:500]!r}")
+        for name, data in _sse(reply):
+            if name == "message_start":
+                usage = data["message"]["usage"]
+                prompt = usage.get("input_tokens", 0)
+                cached = usage.get("cache_read_input_tokens") or 0
+            elif name == "content_block_delta":
+                first = first if first is not None else time.monotonic()
+                delta = data["delta"]
+                text.append(delta.get("text") or delta.get("partial_json") or "")
+            elif name == "message_delta":
+                usage = data.get("usage") or {}
+                cached = usage.get("cache_read_input_tokens") or cached
+                prompt = usage.get("input_tokens") or prompt
+            elif name == "error":
+                raise BenchError(f"stream error: {data}")
+    end = time.monotonic()
+    return Turn((first or end) - t0, end - t0, "".join(text), prompt + cached, cached)
+
+
+def openai_turn(http: httpx.Client, body: dict[str, Any]) -> Turn:
+    """Stream ``body`` through /v1/chat/completions with usage in the last chunk."""
+    t0 = time.monotonic()
+    first: float | None = None
+    text: list[str] = []
+    prompt = cached = 0
+    with http.stream("POST", "/v1/chat/completions", json=body) as reply:
+        if reply.status_code != 200:
+            raise BenchError(f"/v1/chat/completions: {reply.status_code} {reply.read()[:500]!r}")
+        for _, data in _sse(reply):
+            for choice in data.get("choices") or ():
+                delta = choice.get("delta") or {}
+                piece = delta.get("content") or delta.get("reasoning_content") or ""
+                calls = delta.get("tool_calls")
+                if piece or calls:
+                    first = first if first is not None else time.monotonic()
+                    text.append(piece)
+            usage = data.get("usage")
+            if usage:
+                prompt = usage["prompt_tokens"]
+                details = usage.get("prompt_tokens_details") or {}
+                cached = details.get("cached_tokens") or usage.get("cached_prompt_tokens") or 0
+    end = time.monotonic()
+    return Turn((first or end) - t0, end - t0, "".join(text), prompt, cached)
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n\n".join(b.get("text", "") for b in content if b.get("type") == "text")
+
+
+def as_openai(body: dict[str, Any]) -> dict[str, Any]:
+    """Claude Code's request in OpenAI's chat shapes: the same text, turns and tools."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": _text_of(body["system"])}]
+    for message in body["messages"]:
+        messages.append({"role": message["role"], "content": _text_of(message["content"])})
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": tool["name"],
+                "description": tool.get("description", ""),
+                "parameters": tool.get("input_schema") or {"type": "object"},
+            },
+        }
+        for tool in body.get("tools") or ()
+        if "input_schema" in tool
+    ]
+    return {
+        "model": body["model"],
+        "messages": messages,
+        "tools": tools,
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+
+
+def first_body() -> dict[str, Any]:
+    body = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    body.update(stream=True, max_tokens=MAX_TOKENS, temperature=0)
+    body.pop("thinking", None)  # a base model does not think; keep the answer short
+    return body
+
+
+def follow_up(body: dict[str, Any], answer: str, *, anthropic: bool) -> dict[str, Any]:
+    """The next turn: the conversation, turn 1's answer, a new user message."""
+    nxt = copy.deepcopy(body)
+    reply: Any = [{"type": "text", "text": answer or "."}] if anthropic else answer or "."
+    ask: Any = [{"type": "text", "text": FOLLOW_UP}] if anthropic else FOLLOW_UP
+    nxt["messages"] += [{"role": "assistant", "content": reply}, {"role": "user", "content": ask}]
+    return nxt
+
+
+def run_api(threads: int, extra: Sequence[str], api: str) -> tuple[Turn, Turn, int]:
+    """Turns 1 and 2 through ``api`` on a fresh server; also the prompt's token count."""
+    body = first_body()
+    with Server(threads, extra) as server:
+        server.wait_ready(600)
+        with httpx.Client(base_url=server.url, timeout=1800) as http:
+            count_body = {k: v for k, v in body.items() if k not in ("stream", "max_tokens")}
+            counted = http.post("/v1/messages/count_tokens", json=count_body)
+            tokens = int(counted.json()["input_tokens"]) if counted.status_code == 200 else -1
+            if api == "anthropic":
+                one = anthropic_turn(http, body)
+                two = anthropic_turn(http, follow_up(body, one.text, anthropic=True))
+            else:
+                oai = as_openai(body)
+                one = openai_turn(http, oai)
+                two = openai_turn(http, follow_up(oai, one.text, anthropic=False))
+    return one, two, tokens
+
+
+def render(machine: dict[str, str], results: dict[str, tuple[Turn, Turn, int]]) -> str:
+    lines = [
+        f"Agent workload, {time.strftime('%Y-%m-%d')}: {machine.get('CPU', '?')}, "
+        f"{machine.get('Cores', '?')}; Claude Code 2.1.332's first request "
+        f"({FIXTURE.stat().st_size} bytes of JSON), greedy, max_tokens {MAX_TOKENS}, "
+        "--parallel 1, default context.",
+        "",
+        "| API | prompt tokens | turn 1 TTFT (cold) | turn 2 TTFT | turn 2 reused tokens |",
+        "|---|---|---|---|---|",
+    ]
+    for api, (one, two, counted) in results.items():
+        lines.append(
+            f"| {api} | {one.prompt_tokens} (count_tokens: {counted}) | {one.ttft_s:.1f} s | "
+            f"{two.ttft_s:.2f} s | {two.cached_tokens} of {two.prompt_tokens} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(path: Path, text: str) -> None:
+    """Replace the text between this phase's markers in ``path`` (append them if absent)."""
+    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
+    doc = path.read_text(encoding="utf-8") if path.exists() else ""
+    block = f"{start}\n{text}{end}"
+    if start in doc and end in doc:
+        doc = doc[: doc.index(start)] + block + doc[doc.index(end) + len(end) :]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(doc, encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default 2)")
+    parser.add_argument("--server-args", default="", help="extra flags for our server")
+    parser.add_argument("--markdown", type=Path, help="write/replace the results section here")
+    args = parser.parse_args(argv)
+    extra = args.server_args.split()
+    results = {api: run_api(args.threads, extra, api) for api in ("anthropic", "openai")}
+    text = render(machine_info(args.threads), results)
+    print(text)
+    if args.markdown:
+        write_markdown(args.markdown, text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
