@@ -18,6 +18,7 @@ from locallab_cpp import __version__, sysinfo
 from locallab_cpp.api import Api, error_formats
 from locallab_cpp.api.locallab.routes import LOCALLAB_API
 from locallab_cpp.api.openai.routes import OPENAI_API
+from locallab_cpp.api.responses.routes import RESPONSES_API
 from locallab_cpp.config import Settings
 from locallab_cpp.errors import LocalLabError
 from locallab_cpp.http import middleware
@@ -36,7 +37,7 @@ def provide_models(state: State) -> ModelManager:
     return manager
 
 
-BUILTIN_APIS: tuple[Api, ...] = (LOCALLAB_API, OPENAI_API)
+BUILTIN_APIS: tuple[Api, ...] = (LOCALLAB_API, OPENAI_API, RESPONSES_API)
 """The APIs every server speaks. A new API adds its :class:`~locallab_cpp.api.Api` here."""
 
 
