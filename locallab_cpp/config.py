@@ -132,6 +132,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Most choices one OpenAI request may ask for with ``n`` (each is a sequence of its own
     in a slot; the prompt is computed once for the copies that start together)."""
 
+    responses_store: Annotated[int, msgspec.Meta(ge=0)] = 256
+    """Responses kept in memory for ``previous_response_id`` and GET /v1/responses/{id}
+    (those created with ``store: true``); past this the least recently used is dropped.
+    0 keeps none: ``store: true`` is then accepted but nothing can be continued by id."""
+
     queue_size: Annotated[int, msgspec.Meta(ge=0)] = 128
     """Requests that may wait for a free slot; past this they get 503 with Retry-After."""
 

@@ -43,6 +43,7 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--max-generation-s", "max_generation_s", float),
     ("--shutdown-grace-s", "shutdown_grace_s", float),
     ("--max-n", "max_n", int),
+    ("--responses-store", "responses_store", int),
     ("--rate-limit", "rate_limit", float),
     ("--rate-burst", "rate_burst", int),
     ("--max-body-bytes", "max_body_bytes", int),

@@ -1,0 +1,139 @@
+"""The real Codex CLI against the real server: ``codex exec "Say hello"`` through the
+Responses API must exit 0 and print the model's text.
+
+The CLI is the npm package pinned in tests/node/package-lock.json (``npm ci --prefix
+tests/node``, which scripts/test.sh runs; this test runs it when the CLI is missing). A CLI
+that cannot be installed or run is a failure, never a skip.
+
+Codex's first request is about 40 KB of JSON, some 8.9k tokens of this model's vocabulary
+(docs/integrations.md, "Codex CLI"), so the server keeps its default context (the model's
+trained 32768). Codex sends no token limit and treats a response cut short as an error,
+so the test gives Codex short instructions of its own (``model_instructions_file``) that
+a 270M model answers in a sentence; the rest of the prompt (tools, environment) is
+Codex's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from it_support import REPO_ROOT, ServerProcess
+
+pytestmark = pytest.mark.integration
+
+NODE_DIR = REPO_ROOT / "tests" / "node"
+PACKAGE = "@openai/codex"
+CLI_TIMEOUT_S = 420
+NPM_TIMEOUT_S = 300
+
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from capture_codex import codex_config_toml, codex_env  # noqa: E402
+
+
+def pinned_version() -> str:
+    lock = json.loads((NODE_DIR / "package-lock.json").read_text(encoding="utf-8"))
+    return str(lock["packages"][f"node_modules/{PACKAGE}"]["version"])
+
+
+def _working_cli(version: str) -> Path | None:
+    cli = NODE_DIR / "node_modules" / ".bin" / "codex"
+    if not os.access(cli, os.X_OK):
+        return None
+    try:
+        done = subprocess.run(
+            [str(cli), "--version"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    ok = done.returncode == 0 and version in done.stdout.decode(errors="replace")
+    return cli if ok else None
+
+
+@pytest.fixture(scope="session")
+def codex_cli() -> Path:
+    """The pinned Codex CLI, installed into tests/node if it is not there yet."""
+    version = pinned_version()
+    cli = _working_cli(version)
+    if cli is not None:
+        return cli
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail(f"npm is not on PATH: cannot install {PACKAGE}@{version} into tests/node")
+    done = subprocess.run(
+        [npm, "ci", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund", "--loglevel=error"],
+        capture_output=True,
+        timeout=NPM_TIMEOUT_S,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).decode(errors="replace")
+        pytest.fail(f"npm ci --prefix tests/node failed:\n{output[-4000:]}")
+    cli = _working_cli(version)
+    if cli is None:
+        pytest.fail(f"{PACKAGE}@{version} installed but `codex --version` fails")
+    return cli
+
+
+@pytest.mark.xfail(
+    run=False,
+    reason="open (issue 18): the embedded base model does not end its turn, Codex sends no "
+    "token limit and treats a response cut by one as an error; not yet seen to pass",
+)
+@pytest.mark.timeout(CLI_TIMEOUT_S + 180)
+def test_codex_exec_says_hello(
+    codex_cli: Path, server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    srv = server_factory()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = codex_env(str(home))
+    codex_home = Path(env["CODEX_HOME"])
+    codex_home.mkdir()
+    instructions = home / "instructions.md"
+    instructions.write_text(
+        "You are a helpful assistant. Answer the user in one short sentence.\n", encoding="utf-8"
+    )
+    config = f'model_instructions_file = "{instructions.as_posix()}"\n'
+    config += codex_config_toml(srv.base_url + "/v1")
+    (codex_home / "config.toml").write_text(config, encoding="utf-8")
+    try:
+        done = subprocess.run(
+            [str(codex_cli), "exec", "--skip-git-repo-check", "Say hello"],
+            env=env,
+            cwd=home,
+            capture_output=True,
+            timeout=CLI_TIMEOUT_S,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(
+            f"codex exec did not finish within {CLI_TIMEOUT_S}s; stderr: {exc.stderr!r}; "
+            f"server log:\n{srv.output()[-4000:]}"
+        )
+    stdout = done.stdout.decode(errors="replace")
+    stderr = done.stderr.decode(errors="replace")
+    context = f"stdout: {stdout[-2000:]}\nstderr: {stderr[-3000:]}\nserver:\n{srv.output()[-3000:]}"
+    assert done.returncode == 0, f"codex exec exited {done.returncode}\n{context}"
+    assert stdout.strip(), f"codex exec printed no answer\n{context}"
+    assert "POST /v1/responses" in srv.output(), context
+
+
+def test_the_pinned_codex_cli_is_installed(codex_cli: Path) -> None:
+    """The CLI the test above drives installs from npm and runs (a failure, never a skip)."""
+    done = subprocess.run(
+        [str(codex_cli), "--version"], capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 0 and pinned_version() in done.stdout.decode(errors="replace")
