@@ -1396,6 +1396,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--agent",
+        action="store_true",
+        help="run only the agent phase (scripts/bench_agent.py: Claude Code's and Codex's "
+        "real first requests, cold and next turn)",
+    )
     return parser
 
 
@@ -1413,6 +1419,14 @@ def _llama_server_module() -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both phases, print the table; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.agent:
+        _llama_server_module()  # puts this module and its folder where bench_agent finds them
+        import bench_agent
+
+        agent_args = ["--threads", str(args.threads)]
+        if args.markdown:
+            agent_args += ["--markdown", str(args.markdown)]
+        return int(bench_agent.main(agent_args))
     cfg = Config.from_args(args)
     if cfg.parallel < max(CONCURRENCY_LEVELS):
         print(

@@ -13,7 +13,9 @@ sends (tests/fixtures/claude_code_request.json, captured by scripts/capture_clau
    ``cache_read_input_tokens`` (the prompt tokens reused from turn 1);
 4. the same two turns through OpenAI's ``POST /v1/chat/completions`` (the same system text,
    messages and tools in OpenAI's shapes), on a freshly started server so turn 1 is cold
-   too.
+   too;
+5. Codex CLI 0.171's first request (tests/fixtures/codex_request.json) and its next turn
+   through ``POST /v1/responses``, likewise.
 
 Each API gets its own fresh server (the default per-request context: the model's trained
 context, 32768 for the embedded model; ``--parallel 1``). Greedy decoding, ``max_tokens``
@@ -39,6 +41,7 @@ from bench import BenchError, ChildProcess, free_port, machine_info
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "claude_code_request.json"
+CODEX_FIXTURE = REPO_ROOT / "tests" / "fixtures" / "codex_request.json"
 MAX_TOKENS = 16
 FOLLOW_UP = "Now say which files you would read first."
 SECTION = "agent-workload"
@@ -142,6 +145,48 @@ def openai_turn(http: httpx.Client, body: dict[str, Any]) -> Turn:
     return Turn((first or end) - t0, end - t0, "".join(text), prompt, cached)
 
 
+def responses_turn(http: httpx.Client, body: dict[str, Any]) -> Turn:
+    """Stream ``body`` through /v1/responses; usage comes with the final event."""
+    t0 = time.monotonic()
+    first: float | None = None
+    text: list[str] = []
+    prompt = cached = 0
+    with http.stream("POST", "/v1/responses", json=body) as reply:
+        if reply.status_code != 200:
+            raise BenchError(f"/v1/responses: {reply.status_code} {reply.read()[:500]!r}")
+        for name, data in _sse(reply):
+            kind = name or data.get("type", "")
+            if kind.endswith(".delta"):
+                first = first if first is not None else time.monotonic()
+                if kind == "response.output_text.delta":
+                    text.append(data.get("delta", ""))
+            elif kind in ("response.completed", "response.incomplete", "response.failed"):
+                usage = (data.get("response") or {}).get("usage") or {}
+                prompt = usage.get("input_tokens", 0)
+                cached = (usage.get("input_tokens_details") or {}).get("cached_tokens", 0)
+                if kind == "response.failed":
+                    raise BenchError(f"response.failed: {data}")
+    end = time.monotonic()
+    return Turn((first or end) - t0, end - t0, "".join(text), prompt, cached)
+
+
+def codex_body() -> dict[str, Any]:
+    body = json.loads(CODEX_FIXTURE.read_text(encoding="utf-8"))
+    body.update(stream=True, max_output_tokens=MAX_TOKENS, temperature=0, store=False)
+    return body
+
+
+def codex_follow_up(body: dict[str, Any], answer: str) -> dict[str, Any]:
+    nxt = copy.deepcopy(body)
+    nxt["input"] += [
+        {"type": "message", "role": "assistant",
+         "content": [{"type": "output_text", "text": answer or "."}]},
+        {"type": "message", "role": "user",
+         "content": [{"type": "input_text", "text": FOLLOW_UP}]},
+    ]  # fmt: skip
+    return nxt
+
+
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -204,6 +249,11 @@ def run_api(threads: int, extra: Sequence[str], api: str) -> tuple[Turn, Turn, i
             if api == "anthropic":
                 one = anthropic_turn(http, body)
                 two = anthropic_turn(http, follow_up(body, one.text, anthropic=True))
+            elif api == "responses (Codex's request)":
+                tokens = -1
+                first = codex_body()
+                one = responses_turn(http, first)
+                two = responses_turn(http, codex_follow_up(first, one.text))
             else:
                 oai = as_openai(body)
                 one = openai_turn(http, oai)
@@ -215,8 +265,10 @@ def render(machine: dict[str, str], results: dict[str, tuple[Turn, Turn, int]]) 
     lines = [
         f"Agent workload, {time.strftime('%Y-%m-%d')}: {machine.get('CPU', '?')}, "
         f"{machine.get('Cores', '?')}; Claude Code 2.1.332's first request "
-        f"({FIXTURE.stat().st_size} bytes of JSON), greedy, max_tokens {MAX_TOKENS}, "
-        "--parallel 1, default context.",
+        f"({FIXTURE.stat().st_size} bytes of JSON; through OpenAI's chat the same system text, "
+        "turns and tools) and Codex 0.171's first request "
+        f"({CODEX_FIXTURE.stat().st_size} bytes), greedy, max_tokens {MAX_TOKENS}, "
+        "--parallel 1, default context, a fresh server per API.",
         "",
         "| API | prompt tokens | turn 1 TTFT (cold) | turn 2 TTFT | turn 2 reused tokens |",
         "|---|---|---|---|---|",
@@ -248,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="write/replace the results section here")
     args = parser.parse_args(argv)
     extra = args.server_args.split()
-    results = {api: run_api(args.threads, extra, api) for api in ("anthropic", "openai")}
+    apis = ("anthropic", "openai", "responses (Codex's request)")
+    results = {api: run_api(args.threads, extra, api) for api in apis}
     text = render(machine_info(args.threads), results)
     print(text)
     if args.markdown:
