@@ -64,6 +64,10 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     """Hub revision (branch, tag or commit); None means the default branch."""
     chat_format: str | None = None
     """llama-cpp-python chat format used when the GGUF carries no chat template."""
+    stop: tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=256)], ...] = ()
+    """Texts that end the assistant's turn in a chat, besides the template's: for a base
+    model, which seldom writes its template's end-of-turn marker (``stop = ["\n"]`` makes
+    it answer in one line). A client's own stop strings come on top."""
     parameters: str = ""
     """Parameter count, for people (e.g. "270M")."""
     quantization: str = ""

@@ -81,3 +81,9 @@ def test_end_of_generation_texts_are_no_stop_strings() -> None:
     # A named format's end-of-turn text stays when the vocabulary has no such token.
     named = template(None, "chatml", eog_texts=["</s>"])
     assert "<|im_end|>" in named.render([{"role": "user", "content": "x"}]).stop
+
+
+def test_the_registry_stop_texts_end_a_turn() -> None:
+    """ModelSpec.stop (a base model's way to end its turn) joins the template's stops."""
+    t = template(None, "chatml", extra_stops=["\n"])
+    assert t.render([{"role": "user", "content": "x"}]).stop == ("<|im_end|>", "\n")

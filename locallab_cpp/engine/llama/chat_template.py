@@ -98,9 +98,12 @@ class ChatTemplate:
         eos_text: str,
         control_texts: Iterable[str] = (),
         eog_texts: Iterable[str] = (),
+        extra_stops: Iterable[str] = (),
     ) -> None:
         self._bos_text = bos_text
         self._eog_texts = frozenset(eog_texts)
+        self._extra_stops = tuple(extra_stops)
+        """The registry's stop texts for this model (ModelSpec.stop)."""
         """Texts of end-of-generation tokens: caught as tokens, never as stop strings."""
         self._closed: Any = None
         """The GGUF template without the assistant's turn opened (the generation prompt
@@ -156,7 +159,7 @@ class ChatTemplate:
             stops = tuple(stop)
         # llama-cpp-python's formatter lists the EOS token's text ("</s>"); the decode loop
         # ends on the token itself, and the text may be a legitimate part of an answer.
-        stops = tuple(s for s in stops if s and s not in self._eog_texts)
+        stops = tuple(s for s in stops if s and s not in self._eog_texts) + self._extra_stops
         text: str = result.prompt
         segments = chat_segments.segments(
             text,

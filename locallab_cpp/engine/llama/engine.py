@@ -69,6 +69,7 @@ class LlamaEngine:
             eos_text=pieces.text(eos) if eos >= 0 else "",
             control_texts=vocab_control_texts(self._vocab),
             eog_texts=vocab_eog_texts(self._vocab),
+            extra_stops=spec.stop,
         )
         self._info = EngineInfo(
             model_id=spec.id,
