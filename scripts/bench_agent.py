@@ -275,7 +275,9 @@ def render(machine: dict[str, str], results: dict[str, tuple[Turn, Turn, int]]) 
     ]
     for api, (one, two, counted) in results.items():
         lines.append(
-            f"| {api} | {one.prompt_tokens} (count_tokens: {counted}) | {one.ttft_s:.1f} s | "
+            f"| {api} | {one.prompt_tokens}"
+            + (f" (count_tokens: {counted})" if counted >= 0 else "")
+            + f" | {one.ttft_s:.1f} s | "
             f"{two.ttft_s:.2f} s | {two.cached_tokens} of {two.prompt_tokens} |"
         )
     return "\n".join(lines) + "\n"
