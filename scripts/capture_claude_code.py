@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from capture_stub import Recorder, RecordingHandler, sse
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = REPO_ROOT / "tests" / "node" / "node_modules" / ".bin" / "claude"
 
@@ -52,8 +54,6 @@ USAGE = {
 }
 
 
-def sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
 def message(model: str, content: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -105,23 +105,7 @@ def stream_events(model: str) -> bytes:
     )
 
 
-class Recorder:
-    """The requests seen so far, written to ``out`` as they arrive."""
 
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.lock = threading.Lock()
-        self.records: list[dict[str, Any]] = []
-
-    def add(self, record: dict[str, Any], body: bytes) -> None:
-        with self.lock:
-            n = len(self.records)
-            record["n"] = n
-            self.records.append(record)
-            if body:
-                (self.out / f"body-{n}.json").write_bytes(body)
-            with (self.out / "requests.jsonl").open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
 
 
 SESSION_ID = "00000000-0000-4000-8000-000000000000"
@@ -152,48 +136,11 @@ def sanitize(body: dict[str, Any], home: str) -> dict[str, Any]:
 
 
 def make_handler(
-    recorder: Recorder, head_status: int = 200, fail_status: int | None = None
+    rec: Recorder, head_status: int = 200, fail_status: int | None = None
 ) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            sys.stderr.write(f"[stub] {self.command} {self.path}\n")
-
-        def _record(self) -> Any:
-            length = int(self.headers.get("content-length") or 0)
-            body = self.rfile.read(length) if length else b""
-            parsed: Any = None
-            if body:
-                try:
-                    parsed = json.loads(body)
-                except ValueError:
-                    parsed = None
-            split = urlsplit(self.path)
-            recorder.add(
-                {
-                    "method": self.command,
-                    "path": split.path,
-                    "query": split.query,
-                    "headers": dict(self.headers.items()),
-                    "body_bytes": len(body),
-                    "body": parsed,
-                },
-                body,
-            )
-            return parsed
-
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("content-type", content_type)
-            self.send_header("content-length", str(len(body)))
-            self.send_header("request-id", "req_capture")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def _json(self, status: int, data: dict[str, Any]) -> None:
-            self._send(status, json.dumps(data).encode(), "application/json")
+    class Handler(RecordingHandler):
+        recorder = rec
+        extra_headers = {"request-id": "req_capture"}
 
         def do_HEAD(self) -> None:
             self._record()
