@@ -12,13 +12,14 @@ import atexit
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -430,3 +431,64 @@ def open_embedded_engine(**settings: Any) -> Any:
     spec = registry.get(registry.default_id)
     merged = load_settings({"threads": 2, **settings}, env={})
     return open_llama_engine(spec, registry.ensure_local(spec), merged)
+
+
+# --------------------------------------------------------------------------- npm-pinned CLIs
+
+NODE_DIR = REPO_ROOT / "tests" / "node"
+"""The Node tools of the end-to-end tests, pinned by its package-lock.json."""
+NPM_TIMEOUT_S = 300
+
+
+def pinned_node_version(package: str) -> str:
+    """The version of ``package`` that tests/node/package-lock.json pins."""
+    import json
+
+    lock = json.loads((NODE_DIR / "package-lock.json").read_text(encoding="utf-8"))
+    return str(lock["packages"][f"node_modules/{package}"]["version"])
+
+
+def _working_cli(candidates: Sequence[Path], version: str) -> Path | None:
+    for path in candidates:
+        if not os.access(path, os.X_OK):
+            continue
+        try:
+            done = subprocess.run(
+                [str(path), "--version"],
+                capture_output=True,
+                timeout=60,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0 and version in done.stdout.decode(errors="replace").split():
+            return path
+    return None
+
+
+def node_cli(package: str, candidates: Callable[[], Sequence[Path]]) -> Path:
+    """The pinned CLI of ``package`` (the first of ``candidates`` whose ``--version`` names
+    the pinned version), installed with ``npm ci --prefix tests/node`` when missing. A CLI
+    that cannot be installed or run fails the test, never skips it."""
+    version = pinned_node_version(package)
+    cli = _working_cli(candidates(), version)
+    if cli is not None:
+        return cli
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail(f"npm is not on PATH: cannot install {package}@{version} into tests/node")
+    done = subprocess.run(
+        [npm, "ci", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund", "--loglevel=error"],
+        capture_output=True,
+        timeout=NPM_TIMEOUT_S,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).decode(errors="replace")
+        pytest.fail(f"npm ci --prefix tests/node failed:\n{output[-4000:]}")
+    cli = _working_cli(candidates(), version)
+    if cli is None:
+        pytest.fail(f"{package}@{version} installed but its `--version` fails")
+    return cli

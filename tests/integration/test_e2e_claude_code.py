@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from it_support import REPO_ROOT, ServerProcess
+from it_support import NODE_DIR, ServerProcess, node_cli, pinned_node_version
 
 pytestmark = pytest.mark.integration
 
-NODE_DIR = REPO_ROOT / "tests" / "node"
 PACKAGE = "@anthropic-ai/claude-code"
 MODEL = "gemma-3-270m"
 CLI_TIMEOUT_S = 420
-NPM_TIMEOUT_S = 300
 
 # Keeps the CLI to the one server it is pointed at: no telemetry, no auto-update, no error
 # reports, no feature flags or other "non-essential" traffic (found in the CLI itself).
@@ -48,8 +45,7 @@ QUIET_ENV = {
 
 
 def pinned_version() -> str:
-    lock = json.loads((NODE_DIR / "package-lock.json").read_text(encoding="utf-8"))
-    return str(lock["packages"][f"node_modules/{PACKAGE}"]["version"])
+    return pinned_node_version(PACKAGE)
 
 
 def _candidates() -> list[Path]:
@@ -60,49 +56,10 @@ def _candidates() -> list[Path]:
     return [modules / ".bin" / "claude", *platform_bins]
 
 
-def _working_cli(version: str) -> Path | None:
-    for path in _candidates():
-        if not os.access(path, os.X_OK):
-            continue
-        try:
-            done = subprocess.run(
-                [str(path), "--version"],
-                capture_output=True,
-                timeout=60,
-                check=False,
-                stdin=subprocess.DEVNULL,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if done.returncode == 0 and done.stdout.decode(errors="replace").startswith(version):
-            return path
-    return None
-
-
 @pytest.fixture(scope="session")
 def claude_cli() -> Path:
     """The pinned Claude Code CLI, installed into tests/node if it is not there yet."""
-    version = pinned_version()
-    cli = _working_cli(version)
-    if cli is not None:
-        return cli
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail(f"npm is not on PATH: cannot install {PACKAGE}@{version} into tests/node")
-    done = subprocess.run(
-        [npm, "ci", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund", "--loglevel=error"],
-        capture_output=True,
-        timeout=NPM_TIMEOUT_S,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    output = (done.stdout + done.stderr).decode(errors="replace")
-    if done.returncode != 0:
-        pytest.fail(f"npm ci --prefix tests/node failed:\n{output[-4000:]}")
-    cli = _working_cli(version)
-    if cli is None:
-        pytest.fail(f"{PACKAGE}@{version} installed but `claude --version` fails")
-    return cli
+    return node_cli(PACKAGE, _candidates)
 
 
 def test_the_pinned_cli_installs_and_runs(claude_cli: Path) -> None:

@@ -15,75 +15,31 @@ the prompt (tools, environment) is Codex's own.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from it_support import REPO_ROOT, ServerProcess
+from it_support import NODE_DIR, REPO_ROOT, ServerProcess, node_cli, pinned_node_version
 
 pytestmark = pytest.mark.integration
 
-NODE_DIR = REPO_ROOT / "tests" / "node"
 PACKAGE = "@openai/codex"
 CLI_TIMEOUT_S = 420
-NPM_TIMEOUT_S = 300
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from capture_codex import codex_config_toml, codex_env  # noqa: E402
 
 
 def pinned_version() -> str:
-    lock = json.loads((NODE_DIR / "package-lock.json").read_text(encoding="utf-8"))
-    return str(lock["packages"][f"node_modules/{PACKAGE}"]["version"])
-
-
-def _working_cli(version: str) -> Path | None:
-    cli = NODE_DIR / "node_modules" / ".bin" / "codex"
-    if not os.access(cli, os.X_OK):
-        return None
-    try:
-        done = subprocess.run(
-            [str(cli), "--version"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    ok = done.returncode == 0 and version in done.stdout.decode(errors="replace")
-    return cli if ok else None
+    return pinned_node_version(PACKAGE)
 
 
 @pytest.fixture(scope="session")
 def codex_cli() -> Path:
     """The pinned Codex CLI, installed into tests/node if it is not there yet."""
-    version = pinned_version()
-    cli = _working_cli(version)
-    if cli is not None:
-        return cli
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail(f"npm is not on PATH: cannot install {PACKAGE}@{version} into tests/node")
-    done = subprocess.run(
-        [npm, "ci", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund", "--loglevel=error"],
-        capture_output=True,
-        timeout=NPM_TIMEOUT_S,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    if done.returncode != 0:
-        output = (done.stdout + done.stderr).decode(errors="replace")
-        pytest.fail(f"npm ci --prefix tests/node failed:\n{output[-4000:]}")
-    cli = _working_cli(version)
-    if cli is None:
-        pytest.fail(f"{PACKAGE}@{version} installed but `codex --version` fails")
-    return cli
+    return node_cli(PACKAGE, lambda: [NODE_DIR / "node_modules" / ".bin" / "codex"])
 
 
 @pytest.mark.timeout(CLI_TIMEOUT_S + 180)
