@@ -18,6 +18,7 @@ from locallab_cpp import __version__, sysinfo
 from locallab_cpp.api import Api, error_formats
 from locallab_cpp.api.anthropic.routes import ANTHROPIC_API
 from locallab_cpp.api.locallab.routes import LOCALLAB_API
+from locallab_cpp.api.ollama.routes import OLLAMA_API
 from locallab_cpp.api.openai.routes import OPENAI_API
 from locallab_cpp.api.responses.routes import RESPONSES_API
 from locallab_cpp.config import Settings
@@ -38,7 +39,13 @@ def provide_models(state: State) -> ModelManager:
     return manager
 
 
-BUILTIN_APIS: tuple[Api, ...] = (LOCALLAB_API, OPENAI_API, ANTHROPIC_API, RESPONSES_API)
+BUILTIN_APIS: tuple[Api, ...] = (
+    LOCALLAB_API,
+    OPENAI_API,
+    ANTHROPIC_API,
+    RESPONSES_API,
+    OLLAMA_API,
+)
 """The APIs every server speaks. A new API adds its :class:`~locallab_cpp.api.Api` here."""
 
 

@@ -122,7 +122,7 @@ class ModelNotFound(NotFound):
 
     def __init__(self, model_id: str) -> None:
         super().__init__(
-            f"Unknown model '{_printable(model_id)}'. "
+            f"Unknown model '{printable(model_id)}'. "
             "GET /models/available lists the ids this server knows."
         )
 
@@ -235,7 +235,8 @@ _PATH_LIKE = re.compile(
 )
 
 
-def _printable(text: str, limit: int = 100) -> str:
+def printable(text: str, limit: int = 100) -> str:
+    """``text`` fit to quote in a message: unprintable characters as "?", cut at ``limit``."""
     cleaned = "".join(ch if ch.isprintable() else "?" for ch in text)
     return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
 

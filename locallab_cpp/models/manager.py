@@ -115,13 +115,17 @@ class ModelManager:
             return old.info.model_id
 
     def resolve(self, name: str | None) -> str | None:
-        """The registry id a request's model name means: the id itself, else the model of
-        the first --model-alias whose NAME (a glob) matches; None (the loaded model) for
-        any other name. An alias whose MODEL the registry lacks is ModelNotFound."""
+        """The registry id a request's model name means: the id itself or ``id:tag``
+        (:meth:`untagged`), else the model of the first --model-alias whose NAME (a glob)
+        matches; None (the loaded model) for any other name. An alias whose MODEL the
+        registry lacks is ModelNotFound."""
         if not name:
             return None
         if name in self.registry:
             return name
+        tagged = self.untagged(name)
+        if tagged is not None:
+            return tagged
         for alias in self.settings.model_aliases:
             pattern, _, target = alias.partition("=")
             if fnmatch.fnmatchcase(name, pattern.strip()):
@@ -129,6 +133,17 @@ class ModelManager:
                 if target not in self.registry:
                     raise ModelNotFound(target)
                 return target
+        return None
+
+    def untagged(self, name: str) -> str | None:
+        """The registry id of an Ollama-style ``id:tag`` name: ``:latest`` or the entry's
+        quantization (``gemma-3-270m:q4_k_m``) as the tag; None if ``name`` is not one."""
+        model_id, colon, tag = name.rpartition(":")
+        if not colon or model_id not in self.registry:
+            return None
+        spec = self.registry.get(model_id)
+        if tag.lower() in ("latest", spec.quantization.lower()):
+            return model_id
         return None
 
     async def engine_for(self, model_id: str | None) -> Engine:

@@ -54,9 +54,7 @@ def _fold_system(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{"role": "user", "content": system}, *rest]
 
 
-def _compiled(
-    template: str | None, *, eos_text: str, bos_text: str, opened: bool = True
-) -> Any:
+def _compiled(template: str | None, *, eos_text: str, bos_text: str, opened: bool = True) -> Any:
     """The GGUF template as a sandboxed Jinja formatter (``opened``: ending with the
     assistant's turn opened); None when there is none or it does not compile (logged; the
     named format is used instead, as llama.cpp falls back)."""
