@@ -84,6 +84,9 @@ async def pull_lines(models: ModelManager, spec: ModelSpec) -> AsyncIterator[byt
                 yield ndjson_line(_pulling(spec, now.bytes_total, now.bytes_done))
             elif now.state == "verifying" and not verifying:
                 verifying = True
+                size = last[0] if last else now.bytes_total
+                if last != (size, size):  # the last chunk came after the last look
+                    yield ndjson_line(_pulling(spec, size, size))
                 yield ndjson_line(ProgressLine(status="verifying sha256 digest"))
         try:
             path = work.result()
@@ -94,10 +97,10 @@ async def pull_lines(models: ModelManager, spec: ModelSpec) -> AsyncIterator[byt
             logger.exception("pull of %s failed", spec.id)
             yield ndjson_line({"error": f"The pull of '{spec.id}' failed ({type(exc).__name__})."})
             return
-        size = path.stat().st_size
-        if last != (size, size):  # already on disk, or the last chunk came after a look
-            yield ndjson_line(_pulling(spec, size, size))
-        if not verifying:
+        if not verifying:  # already on disk, or hashed between two looks
+            size = path.stat().st_size
+            if last != (size, size):
+                yield ndjson_line(_pulling(spec, size, size))
             yield ndjson_line(ProgressLine(status="verifying sha256 digest"))
         yield ndjson_line(ProgressLine(status="writing manifest"))
         yield ndjson_line(ProgressLine(status="success"))
