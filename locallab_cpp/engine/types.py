@@ -229,6 +229,11 @@ class Finished:
     stop_sequence: str | None = None
     """The stop string (of GenerationInput.stop) that ended the sequence, cut from the
     text; None when something else ended it."""
+    prompt_seconds: float = 0.0
+    """Measured: from the sequence getting a slot until its prompt was computed (its first
+    token sampled); 0.0 where the engine does not measure it."""
+    generation_seconds: float = 0.0
+    """Measured: from the first token sampled until the sequence ended."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +250,10 @@ class Completion:
     """See :attr:`TokenLogprob.text` for how they align with ``text``."""
     stop_sequence: str | None = None
     """See :attr:`Finished.stop_sequence`."""
+    prompt_seconds: float = 0.0
+    """See :attr:`Finished.prompt_seconds`."""
+    generation_seconds: float = 0.0
+    """See :attr:`Finished.generation_seconds`."""
 
 
 Event = TextChunk | Finished | LocalLabError
@@ -307,5 +316,7 @@ class GenerationHandle:
                     token_ids=event.token_ids,
                     logprobs=event.logprobs,
                     stop_sequence=event.stop_sequence,
+                    prompt_seconds=event.prompt_seconds,
+                    generation_seconds=event.generation_seconds,
                 )
         raise AssertionError("event stream ended without Finished")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +38,8 @@ EngineFactory = Callable[[ModelSpec, Path, Settings], Engine]
 LocalLabError for a file it cannot load; it runs before the current model is closed."""
 
 SWITCH_POLL_S = 0.05
+IDLE_POLL_S = 1.0
+"""How often a keep_alive's idle timer looks at the engine."""
 
 
 LoadState = LoadProgress
@@ -58,6 +61,11 @@ class ModelManager:
         """Set while a switch waits for the old model's generations to end."""
         self._draining = False
         """The server is shutting down: no new generation or load is started."""
+        self._idle: tuple[str, float | None] | None = None
+        """(model id, seconds): the model unloads once idle that long (keep_alive)."""
+        self._idle_since = 0.0
+        """time.time() when the model was last seen busy (or keep_alive was called)."""
+        self._idle_task: asyncio.Task[None] | None = None
 
     @property
     def engine(self) -> Engine | None:
@@ -113,6 +121,49 @@ class ModelManager:
                 old.close, GenerationAborted("The model was unloaded during the generation.")
             )
             return old.info.model_id
+
+    def keep_alive(self, model_id: str, seconds: float | None) -> None:
+        """The model unloads once it has been idle for ``seconds`` (None: never; 0: as soon
+        as it is idle). Called by Ollama's /api/chat and /api/generate per request."""
+        self._idle = (model_id, seconds)
+        self._idle_since = time.time()
+        if seconds is not None and (self._idle_task is None or self._idle_task.done()):
+            self._idle_task = asyncio.get_running_loop().create_task(self._watch_idle())
+
+    def expires_at(self) -> float | None:
+        """The unix time the current model unloads if it stays idle; None: never."""
+        idle = self._idle
+        if idle is None or idle[1] is None or idle[0] != self.current_id:
+            return None
+        return self._idle_since + idle[1]
+
+    async def unload_model(self, model_id: str) -> bool:
+        """Unload ``model_id`` if it is the current model; whether it was."""
+        if self.current_id != model_id:
+            return False
+        return await self.unload() is not None
+
+    async def _watch_idle(self) -> None:
+        """Polls the engine while a keep_alive is set; unloads the model when it expires."""
+        while (idle := self._idle) is not None and idle[1] is not None:
+            engine = self._engine
+            if engine is None or engine.info.model_id != idle[0]:
+                return
+            stats = engine.stats()
+            now = time.time()
+            if stats.active or stats.queued or self._lock.locked():
+                self._idle_since = now
+            elif now - self._idle_since >= idle[1]:
+                try:
+                    unloaded = await self.unload_model(idle[0])
+                except LoadConflict:  # a load began meanwhile: look again later
+                    unloaded = False
+                if unloaded:
+                    self._idle = None
+                    logger.info("model %s unloaded: idle past its keep_alive", idle[0])
+                    return
+            left = self._idle_since + idle[1] - now
+            await asyncio.sleep(max(SWITCH_POLL_S, min(IDLE_POLL_S, left)))
 
     def resolve(self, name: str | None) -> str | None:
         """The registry id a request's model name means: the id itself or ``id:tag``
@@ -294,6 +345,8 @@ class ModelManager:
         """Free the engine at shutdown; a download under way stops at its next chunk."""
         if self._loading is not None:
             self._loading.cancel()
+        if self._idle_task is not None:
+            self._idle_task.cancel()
         old, self._engine = self._engine, None
         if old is not None:
             await asyncio.to_thread(old.close, GenerationAborted("The server is shutting down."))

@@ -87,7 +87,13 @@ class AnswerStream:
         stop = done.stop_sequence if reason == "stop" and done.stop_sequence in self.stops else None
         events.append(
             ChoiceFinished(
-                reason, stop, done.prompt_tokens, done.completion_tokens, done.cached_tokens
+                reason,
+                stop,
+                done.prompt_tokens,
+                done.completion_tokens,
+                done.cached_tokens,
+                done.prompt_seconds,
+                done.generation_seconds,
             )
         )
         return events

@@ -69,6 +69,10 @@ class ChoiceFinished:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    prompt_seconds: float = 0.0
+    """Measured by the engine (Finished.prompt_seconds): the prompt's computation."""
+    generation_seconds: float = 0.0
+    """Measured by the engine (Finished.generation_seconds): the tokens' generation."""
 
 
 AnswerEvent = (

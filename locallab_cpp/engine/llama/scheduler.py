@@ -214,7 +214,7 @@ class DecodeLoop:
             keep -= 1  # the last prompt token must be decoded again to get its logits
         keep = self.windows.truncate(slot, keep)
         slot.job = job
-        self._started[slot.seq_id] = time.monotonic()
+        self._started[slot.seq_id] = job.admitted_at = time.monotonic()
         slot.prompt_pos = keep
         slot.next_token = None
         job.cached_tokens = keep
@@ -355,6 +355,8 @@ class DecodeLoop:
     def _on_token(self, slot: Slot, token: int, outbox: Outbox) -> None:
         job = slot.job
         assert job is not None
+        if not job.first_token_at:
+            job.first_token_at = time.monotonic()
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
             self._finish(slot, "stop", outbox)
             return
@@ -410,6 +412,7 @@ class DecodeLoop:
         if flush:  # text held back for a stop string that never came, or a partial UTF-8 tail
             job.text += job.decoder.decode(b"", final=True)
         self._emit(job, len(job.text), outbox, final=True)
+        first = job.first_token_at or time.monotonic()
         outbox.append(
             (
                 job.handle,
@@ -421,6 +424,8 @@ class DecodeLoop:
                     token_ids=tuple(job.token_ids),
                     logprobs=tuple(job.track.reported) if job.track is not None else (),
                     stop_sequence=stop_sequence,
+                    prompt_seconds=max(0.0, first - job.admitted_at),
+                    generation_seconds=time.monotonic() - first,
                 ),
             )
         )

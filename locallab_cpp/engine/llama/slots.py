@@ -36,6 +36,10 @@ class Job:
     """Penalties, bias, grammar, logprobs (extras.py); set when the job gets a slot."""
     keep_ids: frozenset[int] = frozenset()
     """Control tokens rendered as text (GenerationInput.keep_special)."""
+    admitted_at: float = 0.0
+    """time.monotonic() when the job got a slot; ``first_token_at`` when its first token
+    was sampled (the prompt computed): Finished.prompt_seconds / generation_seconds."""
+    first_token_at: float = 0.0
 
     @property
     def track(self) -> TokenTrack | None:
