@@ -65,6 +65,24 @@ def verify(path: Path, expected: str, progress: LoadProgress | None = None) -> N
     _record(target, expected)
 
 
+def recorded(path: Path) -> str | None:
+    """The sha256 an earlier check or hash of this very file recorded, else None."""
+    target = path.resolve()
+    with _RECORDS_LOCK:
+        entry = _load().get(str(target))
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        return None
+    try:
+        return str(entry["sha256"]) if entry.get("stat") == _fingerprint(target) else None
+    except OSError:
+        return None
+
+
+def remember(path: Path, sha256: str) -> None:
+    """Record ``sha256`` as the hash of ``path`` as it is now (one just computed)."""
+    _record(path.resolve(), sha256.lower())
+
+
 def forget(path: Path) -> None:
     """Drop the record of ``path`` (after deleting it)."""
     with _RECORDS_LOCK:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from locallab_cpp.errors import (
     ModelUnavailable,
     NoModelLoaded,
 )
+from locallab_cpp.models.idle import IdleTimers
 from locallab_cpp.models.progress import LoadCancelled, LoadProgress, ProgressSnapshot
 from locallab_cpp.models.registry import ModelSpec, Registry
 
@@ -38,8 +38,8 @@ EngineFactory = Callable[[ModelSpec, Path, Settings], Engine]
 LocalLabError for a file it cannot load; it runs before the current model is closed."""
 
 SWITCH_POLL_S = 0.05
-IDLE_POLL_S = 1.0
-"""How often a keep_alive's idle timer looks at the engine."""
+KEEP_ALIVE_POLL_S = 0.25
+"""How often the idle reaper looks at a model that has a keep-alive."""
 
 
 LoadState = LoadProgress
@@ -61,11 +61,10 @@ class ModelManager:
         """Set while a switch waits for the old model's generations to end."""
         self._draining = False
         """The server is shutting down: no new generation or load is started."""
-        self._idle: tuple[str, float | None] | None = None
-        """(model id, seconds): the model unloads once idle that long (keep_alive)."""
-        self._idle_since = 0.0
-        """time.time() when the model was last seen busy (or keep_alive was called)."""
-        self._idle_task: asyncio.Task[None] | None = None
+        self._idle = IdleTimers()
+        """Each model's keep-alive (idle.py)."""
+        self._reaper: asyncio.Task[None] | None = None
+        self.keep_alive_poll_s = KEEP_ALIVE_POLL_S
 
     @property
     def engine(self) -> Engine | None:
@@ -117,53 +116,11 @@ class ModelManager:
             self._engine = None
             if old is None:
                 return None
+            self._idle.forget(old.info.model_id)
             await asyncio.to_thread(
                 old.close, GenerationAborted("The model was unloaded during the generation.")
             )
             return old.info.model_id
-
-    def keep_alive(self, model_id: str, seconds: float | None) -> None:
-        """The model unloads once it has been idle for ``seconds`` (None: never; 0: as soon
-        as it is idle). Called by Ollama's /api/chat and /api/generate per request."""
-        self._idle = (model_id, seconds)
-        self._idle_since = time.time()
-        if seconds is not None and (self._idle_task is None or self._idle_task.done()):
-            self._idle_task = asyncio.get_running_loop().create_task(self._watch_idle())
-
-    def expires_at(self) -> float | None:
-        """The unix time the current model unloads if it stays idle; None: never."""
-        idle = self._idle
-        if idle is None or idle[1] is None or idle[0] != self.current_id:
-            return None
-        return self._idle_since + idle[1]
-
-    async def unload_model(self, model_id: str) -> bool:
-        """Unload ``model_id`` if it is the current model; whether it was."""
-        if self.current_id != model_id:
-            return False
-        return await self.unload() is not None
-
-    async def _watch_idle(self) -> None:
-        """Polls the engine while a keep_alive is set; unloads the model when it expires."""
-        while (idle := self._idle) is not None and idle[1] is not None:
-            engine = self._engine
-            if engine is None or engine.info.model_id != idle[0]:
-                return
-            stats = engine.stats()
-            now = time.time()
-            if stats.active or stats.queued or self._lock.locked():
-                self._idle_since = now
-            elif now - self._idle_since >= idle[1]:
-                try:
-                    unloaded = await self.unload_model(idle[0])
-                except LoadConflict:  # a load began meanwhile: look again later
-                    unloaded = False
-                if unloaded:
-                    self._idle = None
-                    logger.info("model %s unloaded: idle past its keep_alive", idle[0])
-                    return
-            left = self._idle_since + idle[1] - now
-            await asyncio.sleep(max(SWITCH_POLL_S, min(IDLE_POLL_S, left)))
 
     def resolve(self, name: str | None) -> str | None:
         """The registry id a request's model name means: the id itself or ``id:tag``
@@ -273,6 +230,8 @@ class ModelManager:
             progress.begin("loading")
             old, self._engine = self._engine, None
             if old is not None:
+                if old.info.model_id != spec.id:
+                    self._idle.forget(old.info.model_id)
                 # Closed first: two models at once may not fit a laptop's memory.
                 await asyncio.to_thread(
                     old.close,
@@ -287,6 +246,7 @@ class ModelManager:
                     self._engine = await asyncio.to_thread(self._restore, old.info.model_id)
                 raise
             self._engine = engine
+            self._idle.loaded()
             self._last = progress.finish("ready")
             logger.info("model %s loaded", spec.id)
             return engine
@@ -343,10 +303,75 @@ class ModelManager:
 
     async def close(self) -> None:
         """Free the engine at shutdown; a download under way stops at its next chunk."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         if self._loading is not None:
             self._loading.cancel()
-        if self._idle_task is not None:
-            self._idle_task.cancel()
         old, self._engine = self._engine, None
         if old is not None:
             await asyncio.to_thread(old.close, GenerationAborted("The server is shutting down."))
+
+    # ----- keep-alive: unloading a model that stays idle --------------------------------
+
+    def keep_alive(self, model_id: str, seconds: float | None) -> None:
+        """The model unloads once it has been idle for ``seconds`` (None: never, the
+        default; 0: as soon as it is idle). Set by a request that carries Ollama's
+        ``keep_alive``; it lasts until another one changes it or the model is unloaded (a
+        model loaded again starts with "never"). Call it on the event loop: it starts the
+        idle reaper."""
+        self._idle.set(model_id, seconds, current=model_id == self.current_id)
+        if self._idle and (self._reaper is None or self._reaper.done()):
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+
+    def expires_at(self) -> float | None:
+        """Unix time at which the current model unloads if it stays idle; None: never."""
+        return self._idle.expires_at(self._engine)
+
+    async def unload_model(self, model_id: str) -> bool:
+        """Unload ``model_id`` if it is the current model, once its running and queued
+        generations have finished (new requests wait meanwhile, as for a switch); True if
+        it was unloaded. Ollama's ``keep_alive: 0`` with an empty prompt."""
+        if self.current_id != model_id:
+            return False
+        async with self._lock:
+            current = self._engine
+            if current is None or current.info.model_id != model_id:
+                return False
+            done = asyncio.Event()
+            self._switching = done
+            try:
+                while not current.failed:
+                    stats = current.stats()
+                    if stats.active == 0 and stats.queued == 0:
+                        break
+                    await asyncio.sleep(SWITCH_POLL_S)
+                await self._close_current("The model was unloaded (keep_alive).")
+            finally:
+                self._switching = None
+                done.set()
+        return True
+
+    async def _close_current(self, why: str) -> None:
+        """Close the current engine (the lock is held)."""
+        old, self._engine = self._engine, None
+        if old is not None:
+            self._idle.forget(old.info.model_id)
+            await asyncio.to_thread(old.close, GenerationAborted(why))
+            logger.info("model %s unloaded: %s", old.info.model_id, why)
+
+    async def _reap_idle(self) -> None:
+        """Unload the current model once it has been idle for its keep-alive; ends when no
+        model has one (keep_alive() starts it again)."""
+        while self._idle:
+            await asyncio.sleep(self.keep_alive_poll_s)
+            engine = self._engine
+            if engine is None or self._lock.locked() or self._switching is not None:
+                continue
+            if not self._idle.due(engine):
+                continue
+            async with self._lock:
+                # Looked at again under the lock: a request may have started meanwhile.
+                if self._engine is engine and self._idle.due(engine):
+                    seconds = self._idle.seconds(engine.info.model_id) or 0.0
+                    await self._close_current(f"idle for {seconds:g} s (keep_alive)")
