@@ -28,6 +28,10 @@ def test_the_same_app_answers_on_both_ports(
             models.append([m["id"] for m in listed.json()["data"] if m.get("loaded")])
     # One engine: the same model is loaded, whichever port is asked.
     assert models[0] == models[1] != []
+    with checked_client(extra_url) as client:  # what Ollama's clients ask first
+        version = client.get("/api/version")
+        assert version.status_code == 200, version.text
+        assert isinstance(version.json()["version"], str)
     output = srv.output()
     assert f"http://127.0.0.1:{extra}" in output
     assert output.count("Application startup complete") == 1  # the lifespan ran once
