@@ -87,9 +87,14 @@ def create_app(
                 except LocalLabError as exc:
                     logger.error("could not load %s at start: %s", model_id, exc.detail)
             loaded = manager.current_id or "no model (POST /models/load to load one)"
+            also = (
+                ""
+                if settings.ollama_port is None
+                else f", and at http://{settings.host}:{settings.ollama_port} for Ollama clients"
+            )
             print(
                 f"locallab_cpp {__version__} serving {loaded} at "
-                f"http://{settings.host}:{settings.port} (API docs at /schema)",
+                f"http://{settings.host}:{settings.port}{also} (API docs at /schema)",
                 flush=True,
             )
             yield

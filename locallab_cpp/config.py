@@ -75,6 +75,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     port: Port = 8000
     """TCP port to listen on (0 picks a free one)."""
 
+    ollama_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    """A second TCP port the same server also listens on, at the same host (11434 for
+    clients that assume Ollama's port); every API is served on both, with the same checks
+    and the same loaded model. None: only ``port``."""
+
     model: str | None = None
     """Model id from the registry to load at start; None means the registry's first entry."""
 
@@ -213,6 +218,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 "busy slot needs a row of each decode step's batch; raise --n-batch or "
                 "lower --parallel"
             )
+        if self.ollama_port is not None and self.ollama_port == self.port:
+            raise ValueError(
+                f"ollama_port ({self.ollama_port}) must differ from port: the server "
+                "listens on both"
+            )
         for key in self.api_keys:
             if not key or not all(33 <= ord(ch) < 127 for ch in key):
                 raise ValueError(
@@ -254,6 +264,10 @@ ENV_ALIASES: dict[str, str] = {"api_keys": ENV_PREFIX + "API_KEY"}
 the name the issue and most tools' docs use for one key)."""
 
 
+_OPTIONAL_FIELDS = frozenset({"model", "n_gpu_layers", "ollama_port"})
+"""Settings whose environment value may be "none" (or "auto") to reset them to None."""
+
+
 def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name in FIELD_NAMES:
@@ -268,7 +282,7 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _parse_env(name: str, raw: str) -> Any:
     # Env values are strings; "none" lets a user reset an optional field explicitly.
-    if raw.lower() in {"none", "null", "auto"} and name in {"model", "n_gpu_layers"}:
+    if raw.lower() in {"none", "null", "auto"} and name in _OPTIONAL_FIELDS:
         return None
     if name in {"no_model", "no_draft", "rate_limit_loopback"}:
         return raw.lower() in {"1", "true", "yes", "on"}

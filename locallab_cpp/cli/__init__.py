@@ -28,6 +28,7 @@ from locallab_cpp.errors import ConfigError
 SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--host", "host", str),
     ("--port", "port", int),
+    ("--ollama-port", "ollama_port", int),
     ("--model", "model", str),
     ("--n-ctx", "n_ctx", int),
     ("--threads", "threads", int),
@@ -144,6 +145,38 @@ def _exit_cleanly(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` but not listening yet.
+
+    asyncio's ``create_server`` calls ``listen()`` on it once the app's startup (the model's
+    load) is done, so until then connections are refused, as with uvicorn's own binding;
+    binding first makes a port already in use fail before the model loads.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn does: a restarted server may bind while old connections are in TIME_WAIT.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def listeners(settings: Settings) -> list[socket.socket] | None:
+    """The sockets to serve on: None (uvicorn binds ``host:port`` itself) unless
+    ``ollama_port`` asks for a second one, then both, bound here."""
+    if settings.ollama_port is None:
+        return None
+    main_socket = bind_listener(settings.host, settings.port)
+    try:
+        return [main_socket, bind_listener(settings.host, settings.ollama_port)]
+    except ConfigError:
+        main_socket.close()
+        raise
+
+
 def _serve(settings: Settings) -> int:
     import uvicorn
 
@@ -159,6 +192,16 @@ def _serve(settings: Settings) -> int:
         them mid-body; ending them first gives each an `event: error` and `[DONE]`.
         """
 
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            # uvicorn says where it listens only for the sockets it bound itself.
+            for sock in sockets or []:
+                address, port = sock.getsockname()[:2]
+                shown = f"[{address}]" if ":" in address else address
+                logging.getLogger("uvicorn.error").info(
+                    "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown, port
+                )
+
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             for server in self.servers:  # no new connections during the grace period
                 server.close()
@@ -173,6 +216,7 @@ def _serve(settings: Settings) -> int:
     )
     for warning in security_warnings(settings):
         print(f"WARNING: {warning}", file=sys.stderr)
+    sockets = listeners(settings)  # one app, its lifespan run once, on every socket
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -192,7 +236,7 @@ def _serve(settings: Settings) -> int:
     logsafe.install()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
-    Server(config).run()
+    Server(config).run(sockets=sockets)
     return 0
 
 

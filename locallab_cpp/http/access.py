@@ -263,7 +263,9 @@ class JsonOnly:
     server first (no preflight); a JSON body it never does. Refusing the others closes that
     door even for a CORS origin allowed by mistake. A request with no Content-Type passes
     when its body is empty (POST /models/unload from curl): its first body chunk is read
-    here to see, and handed on unchanged.
+    here to see, and handed on unchanged. It passes with a body too when it carries no
+    Origin: browsers send Origin on every request of these methods, and LiteLLM's Ollama
+    provider (aider's) posts its JSON to /api/chat without a Content-Type.
     """
 
     name = "content_type"
@@ -277,6 +279,9 @@ class JsonOnly:
             await self.app(scope, receive, send)
             return
         content_type = header(scope, b"content-type")
+        if content_type is None and header(scope, b"origin") is None:
+            await self.app(scope, receive, send)  # not from a browser; see the docstring
+            return
         if content_type is not None:
             if is_json(content_type):
                 await self.app(scope, receive, send)

@@ -91,7 +91,7 @@ def test_serve_bounds_request_heads_where_the_network_reaches(
     configs: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "Config", lambda app, **kwargs: configs.append(kwargs))
     monkeypatch.setattr(uvicorn.Server, "__init__", lambda self, config: None)
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
     monkeypatch.setattr(signal, "signal", lambda *args: None)
     settings = make_settings(models_file, host=host, max_header_bytes=8192)
     assert cli._serve(settings) == 0
