@@ -261,11 +261,12 @@ class JsonOnly:
 
     A browser sends text/plain, form and multipart bodies cross-site without asking the
     server first (no preflight); a JSON body it never does. Refusing the others closes that
-    door even for a CORS origin allowed by mistake. A request with no Content-Type passes
-    when its body is empty (POST /models/unload from curl): its first body chunk is read
-    here to see, and handed on unchanged. It passes with a body too when it carries no
-    Origin: browsers send Origin on every request of these methods, and LiteLLM's Ollama
-    provider (aider's) posts its JSON to /api/chat without a Content-Type.
+    door even for a CORS origin allowed by mistake. Browsers send Origin on every request of
+    these methods, so a request without one is not a page's and passes whatever its type:
+    LiteLLM's Ollama provider (aider's) posts JSON to /api/chat with no Content-Type, and
+    Ollama's documented ``curl URL -d '{...}'`` sends it as a form. With an Origin, a
+    request with no Content-Type passes when its body is empty: its first body chunk is
+    read here to see, and handed on unchanged.
     """
 
     name = "content_type"
@@ -278,10 +279,10 @@ class JsonOnly:
         if scope["type"] != "http" or scope.get("method") not in STATE_CHANGING:
             await self.app(scope, receive, send)
             return
-        content_type = header(scope, b"content-type")
-        if content_type is None and header(scope, b"origin") is None:
+        if header(scope, b"origin") is None:
             await self.app(scope, receive, send)  # not from a browser; see the docstring
             return
+        content_type = header(scope, b"content-type")
         if content_type is not None:
             if is_json(content_type):
                 await self.app(scope, receive, send)

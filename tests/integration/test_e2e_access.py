@@ -32,8 +32,9 @@ def test_api_keys_host_check_and_json_only(server_factory: Callable[..., ServerP
         for host in (f"localhost:{srv.port}", f"[::1]:{srv.port}", "127.0.0.1"):
             assert c.get("/health", headers={"Host": host}).status_code == 200, host
 
-        # The text/plain no-preflight trick.
-        plain = {**keyed, "Content-Type": "text/plain"}
+        # The text/plain no-preflight trick, from the server's own origin (a page there).
+        own = f"http://127.0.0.1:{srv.port}"
+        plain = {**keyed, "Content-Type": "text/plain", "Origin": own}
         response = c.post("/generate", content=b'{"prompt": "hi"}', headers=plain)
         assert "application/json" in error_detail(response, 415)
 

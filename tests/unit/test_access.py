@@ -305,11 +305,21 @@ def test_the_servers_own_origin_passes(models_file: Path) -> None:
     ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
 )
 def test_a_non_json_post_is_415(models_file: Path, factory: FakeFactory, content_type: str) -> None:
-    with make_client(models_file, factory) as client:
+    # From a page (it has an Origin, here even one allowed by CORS).
+    with make_client(models_file, factory, cors_origins=(ORIGIN,)) as client:
         body = msgspec.json.encode(GEN)
-        response = client.post("/generate", content=body, headers={"Content-Type": content_type})
+        page = {"Content-Type": content_type, "Origin": ORIGIN}
+        response = client.post("/generate", content=body, headers=page)
         assert_error(response, 415, "application/json")
         assert factory.last.seen == []
+
+
+def test_a_json_body_sent_as_a_form_without_origin_passes(models_file: Path) -> None:
+    # Ollama's documented `curl URL -d '{...}'` sends its JSON as a form; no browser's.
+    with make_client(models_file) as client:
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        response = client.post("/generate", content=msgspec.json.encode(GEN), headers=form)
+        assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize(
@@ -343,8 +353,9 @@ def test_no_content_type_passes_with_an_empty_body_or_without_origin(models_file
 
 
 def test_415_is_in_the_paths_format_and_after_the_key(models_file: Path) -> None:
-    with make_client(models_file, apis=(LOCALLAB_API, TOY_API), api_keys=("k1",)) as client:
-        plain = {"Content-Type": "text/plain"}
+    apis = (LOCALLAB_API, TOY_API)
+    with make_client(models_file, apis=apis, api_keys=("k1",), cors_origins=(ORIGIN,)) as client:
+        plain = {"Content-Type": "text/plain", "Origin": ORIGIN}
         assert client.post("/toy/echo", content=b"{}", headers=plain).status_code == 401
         keyed = {**plain, "x-api-key": "k1"}
         response = client.post("/toy/echo", content=b'{"n": 1}', headers=keyed)

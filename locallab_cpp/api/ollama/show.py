@@ -4,8 +4,10 @@
 * ``model_info["<arch>.context_length"]`` is what one request can really use at the
   server's settings (the loaded engine's slot context, else what sizing.plan would give
   it), not the trained context: Copilot and Cline size their prompts from it.
-* ``capabilities``: "completion" always; "tools" where the GGUF's chat template lists the
-  tools it is given (found by rendering a probe, as the engine does: chat_tools.probe);
+* ``capabilities``: "completion" and "tools" always: tools reach every model, through
+  its template where it lists them, else written into the system turn in the Hermes
+  convention (engine/llama/chat_tools.py), and calls are read back the same way for all;
+  Roo Code drops a model whose capabilities lack "tools";
   "insert" where the vocabulary has FIM prefix, suffix and middle tokens (the tokens
   engine.fim_prompt uses); "thinking" where the template writes ``<think>``.
 * ``template``: the GGUF's chat template (Jinja), or Ollama's default ``{{ .Prompt }}`` for
@@ -25,7 +27,6 @@ from typing import Any
 
 from locallab_cpp.api.ollama.model_protocol import ShowResponse
 from locallab_cpp.api.ollama.tags import ModelView, details, rfc3339
-from locallab_cpp.engine.llama import chat_tools
 from locallab_cpp.models.gguf_info import GGUFInfo
 
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
@@ -53,41 +54,11 @@ def model_info(info: GGUFInfo, n_ctx: int, *, verbose: bool = False) -> dict[str
     return out
 
 
-def _render(template: str) -> chat_tools.RenderFn:
-    from jinja2 import BaseLoader
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> None:
-        raise ValueError(message)
-
-    env = ImmutableSandboxedEnvironment(loader=BaseLoader(), trim_blocks=True, lstrip_blocks=True)
-    compiled = env.from_string(template, globals={"raise_exception": raise_exception})
-
-    def render(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
-        return compiled.render(
-            messages=messages, tools=tools, bos_token="", eos_token="", add_generation_prompt=True
-        )
-
-    return render
-
-
-def takes_tools(template: str | None) -> bool:
-    """Whether the chat template lists the tools it is given (chat_tools.probe)."""
-    if not template:
-        return False
-    try:
-        render = _render(template)
-    except Exception:  # it does not compile: the engine falls back to a named format
-        return False
-    return chat_tools.probe(render).tools
-
-
 def capabilities(info: GGUFInfo) -> list[str]:
     """Ollama's capability names for the model (see the module docstring)."""
     found = ["completion"]
     template = info.chat_template
-    if takes_tools(template):
-        found.append("tools")
+    found.append("tools")  # every template: the engine writes what one cannot show
     if info.has_fim:
         found.append("insert")
     if template and "<think>" in template:
