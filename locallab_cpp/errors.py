@@ -206,6 +206,11 @@ class ModelUnavailable(LocalLabError):
     kind = ErrorKind.UNAVAILABLE
 
 
+class InsufficientMemory(ModelUnavailable):
+    """A model does not fit the memory the server may take, at the settings it would load
+    with; refused before the model being served is closed. The detail says what would fit."""
+
+
 class GenerationAborted(LocalLabError):
     """A generation was ended by an unload or a model switch."""
 

@@ -13,6 +13,7 @@ from locallab_cpp.config import Settings
 from locallab_cpp.errors import LocalLabError, ModelNotFound, ModelUnavailable
 from locallab_cpp.models import hub, sizing
 from locallab_cpp.models.catalog import catalog
+from locallab_cpp.models.gguf_shape import with_file_shape
 from locallab_cpp.models.progress import LoadProgress, Phase
 from locallab_cpp.models.registry import ModelSpec, Registry
 
@@ -90,7 +91,7 @@ def _info(registry: Registry, spec: ModelSpec, settings: Settings) -> int:
     path = registry.local_path(spec)
     size = path.stat().st_size if path is not None else spec.size_bytes
     free = sizing.available_memory(settings)
-    memory = sizing.plan(spec, settings, free, size)
+    memory = sizing.plan(with_file_shape(spec, path), settings, free, size)
     need = memory.need_bytes
     if spec.source == "hub":
         where = f"{spec.repo} / {spec.file}" + (f" @ {spec.revision}" if spec.revision else "")

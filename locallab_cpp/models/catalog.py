@@ -12,6 +12,7 @@ from pathlib import Path
 
 from locallab_cpp.config import Settings
 from locallab_cpp.models import sizing
+from locallab_cpp.models.gguf_shape import with_file_shape
 from locallab_cpp.models.registry import ModelSpec, Registry
 
 
@@ -67,7 +68,8 @@ def describe(
     event loop."""
     path = registry.local_path(spec)
     on_disk = _file_size(path)
-    memory = sizing.plan(spec, settings, available, on_disk)
+    # The file's header gives the shape where it is on disk (cached per file).
+    memory = sizing.plan(with_file_shape(spec, path), settings, available, on_disk)
     return CatalogEntry(
         spec=spec,
         path=path,

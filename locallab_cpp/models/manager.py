@@ -27,6 +27,7 @@ from locallab_cpp.errors import (
     ModelUnavailable,
     NoModelLoaded,
 )
+from locallab_cpp.models.fit import resident_bytes
 from locallab_cpp.models.idle import IdleTimers
 from locallab_cpp.models.progress import LoadCancelled, LoadProgress, ProgressSnapshot
 from locallab_cpp.models.registry import ModelSpec, Registry
@@ -35,7 +36,10 @@ logger = logging.getLogger("locallab_cpp")
 
 EngineFactory = Callable[[ModelSpec, Path, Settings], Engine]
 """Opens an engine (blocking). It may also have ``preflight(spec, path)``, which raises a
-LocalLabError for a file it cannot load; it runs before the current model is closed."""
+LocalLabError for a file it cannot load, and ``check_memory(spec, path, settings, freed)``,
+which raises InsufficientMemory for a model that would not fit once the current one's
+``freed`` bytes are given back (models/fit.py); both run before the current model is
+closed."""
 
 SWITCH_POLL_S = 0.05
 KEEP_ALIVE_POLL_S = 0.25
@@ -227,6 +231,11 @@ class ModelManager:
             preflight = getattr(self._factory, "preflight", None)
             if preflight is not None:  # a bad file must not cost the model being served
                 await asyncio.to_thread(preflight, spec, path)
+            check_memory = getattr(self._factory, "check_memory", None)
+            if check_memory is not None:  # refused while the old model still serves
+                old_engine = self._engine
+                freed = resident_bytes(old_engine.info) if old_engine is not None else 0
+                await asyncio.to_thread(check_memory, spec, path, self.settings, freed)
             progress.begin("loading")
             old, self._engine = self._engine, None
             if old is not None:

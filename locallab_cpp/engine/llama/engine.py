@@ -43,6 +43,7 @@ from locallab_cpp.errors import (
     ServerBusy,
     TooManySequences,
 )
+from locallab_cpp.models.fit import check_fits
 from locallab_cpp.models.registry import ModelSpec
 
 
@@ -253,6 +254,11 @@ class LlamaEngineFactory:
                 f"Model '{spec.id}' cannot be loaded: its GGUF file is damaged or incomplete "
                 f"({detail}). Download it again (python -m locallab_cpp models pull)."
             ) from None
+
+    def check_memory(self, spec: ModelSpec, path: Path, settings: Settings, freed: int) -> None:
+        """Raise InsufficientMemory unless the model fits once ``freed`` bytes (the model
+        being replaced) are given back: models/fit.py, run before anything is closed."""
+        check_fits(spec, path, settings, freed)
 
 
 open_llama_engine = LlamaEngineFactory()

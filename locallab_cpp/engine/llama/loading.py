@@ -22,6 +22,7 @@ from locallab_cpp.engine.llama import drafting
 from locallab_cpp.engine.llama.repack import AppliedRepack, apply_repack, resolve_repack
 from locallab_cpp.errors import ModelUnavailable
 from locallab_cpp.models import sizing
+from locallab_cpp.models.gguf_shape import with_file_shape
 from locallab_cpp.models.registry import ModelSpec
 
 logger = logging.getLogger("locallab_cpp.engine")
@@ -138,12 +139,15 @@ class LoadedModel:
     """Held for the model's life: llama.cpp keeps the override list's pointer."""
     cache_types: tuple[str, str] = ("f16", "f16")
     """The KV cache's key and value number formats (--cache-type-k/v)."""
+    path: Path | None = None
+    """The GGUF it was read from (its header gives the shape the KV figure uses)."""
 
     def details(self, spec: ModelSpec, settings: Settings) -> dict[str, Any]:
         """Facts about the load for /system/info."""
         metadata = self.model.metadata()
-        if spec.layers:  # the registry knows the architecture: the estimate's own formula
-            kv = sizing.kv_bytes(spec, settings, self.pool_tokens, self.parallel, self.n_ctx_slot)
+        shaped = with_file_shape(spec, self.path) if self.path is not None else spec
+        if shaped.layers:  # the file or the registry gives the shape: the estimate's formula
+            kv = sizing.kv_bytes(shaped, settings, self.pool_tokens, self.parallel, self.n_ctx_slot)
         else:  # every layer over the pool: an upper bound where windows are kept
             kv = kv_cache_bytes(
                 metadata,
@@ -204,9 +208,11 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
         ) from None
     # The GGUF's trained context is the one the auto context starts from (llama-server's
     # -c 0): the registry's may be missing, or name another file's.
-    trained = model.n_ctx_train() or spec.context_length
+    # The file's own figures (layers, KV heads, window...) replace the registry's.
+    shaped = with_file_shape(spec, path)
+    trained = model.n_ctx_train() or shaped.context_length
     memory = sizing.plan(
-        msgspec.structs.replace(spec, context_length=trained), settings, available, size
+        msgspec.structs.replace(shaped, context_length=trained), settings, available, size
     )
     n_ctx_slot, parallel, pool = memory.n_ctx_slot, memory.parallel, memory.pool_tokens
     logger.info("model %s: %s", spec.id, memory.reason)
@@ -261,4 +267,5 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
         threads=threads,
         repack=repack,
         cache_types=(settings.cache_type_k, settings.cache_type_v),
+        path=path,
     )
