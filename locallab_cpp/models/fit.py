@@ -125,7 +125,8 @@ def check_fits(
         )
     raise InsufficientMemory(
         f"Model '{spec.id}' does not fit in memory: it needs {need} at these settings "
-        f"(n_ctx {planned.n_ctx_slot}, {planned.parallel} slots, a KV pool of "
+        f"(n_ctx {planned.n_ctx_slot}, {planned.parallel} slot"
+        f"{'s' if planned.parallel != 1 else ''}, a KV pool of "
         f"{planned.pool_tokens} tokens in {settings.cache_type_k}/{settings.cache_type_v}) "
         f"and {have} is available. {advice}"
     )
