@@ -20,9 +20,12 @@ need = weights + tokenizer + logits + activations + runtime + KV cache + window 
 - window checkpoints: for such a model the engine keeps up to CHECKPOINTS_PER_SLOT copies of
   one sequence's window per slot (``window`` cells of each sliding-window layer).
 
-Registry entries that record their architecture get the exact KV figure; for the others a
-token's bytes are guessed from the file size. The constants were measured with
-scripts/memory_check.py (docs/benchmarks.md, "Memory estimate").
+The architecture figures (``layers``, ``kv_heads``, ``head_dim``, ``swa_window``,
+``swa_layers``, ``vocab_size``, ``context_length``) come from the GGUF header wherever the
+file is on disk (callers pass ``gguf_shape.with_file_shape(spec, path)``), from the registry
+where it is not; only without either is a token's bytes guessed from the file size. The
+constants were measured with scripts/memory_check.py (docs/benchmarks.md, "Memory
+estimate").
 
 What is left at 0 (auto) in the settings is chosen here from the memory the machine can
 give out (MEMORY_SHARE of it). The context starts at the model's trained context, as
@@ -364,7 +367,9 @@ def _reason(
         + ")"
     )
     if need > available:
-        reason += "; does not fit: lower --n-ctx or --kv-pool-tokens, or use q8_0 cache types"
+        reason += (
+            "; does not fit: lower --n-ctx, --parallel or --kv-pool-tokens, or use q8_0 cache types"
+        )
     return reason
 
 
