@@ -23,10 +23,17 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from it_support import ServerProcess, error_detail
 from tiny_gguf import Shape, write_model
+
+from locallab_cpp.config import load_settings
+from locallab_cpp.models import sizing
+from locallab_cpp.models.gguf_shape import with_file_shape
+from locallab_cpp.models.registry import Registry
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +41,7 @@ CHILD = Path(__file__).with_name("memory_child.py")
 ROOT = Path(__file__).resolve().parents[2]
 CONTEXTS = (4096, 32768)
 TOLERANCE = 0.10
+GEMMA = "gemma-3-270m"
 
 SHAPES = {
     "llama-gqa": Shape(kv_heads=2),
@@ -91,3 +99,35 @@ def test_a_sliding_window_layers_cache_grows_with_the_slots(tmp_path: Path) -> N
     measured = four["peak"] - one["peak"]
     estimated = four["kv_estimate"] - one["kv_estimate"]
     assert abs(measured - estimated) <= TOLERANCE * estimated, (measured, estimated)
+
+
+def test_a_load_that_does_not_fit_is_refused_and_the_model_keeps_serving(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """The real server under a memory cap, serving the embedded model at --n-ctx 32768: a
+    generated model whose KV cache at that context is 1 GiB is refused before anything is
+    closed (its header is all the check reads), with a context that would fit."""
+    wide = Shape(layers=16, embd=128, heads=8, kv_heads=8, head_dim=64, ff=256)
+    path = write_model(tmp_path / "wide.gguf", wide)
+    models_file = tmp_path / "models.toml"
+    models_file.write_text(f'[[models]]\nid = "wide"\npath = "{path}"\n', encoding="utf-8")
+    cap = 720 * 2**20
+    settings = load_settings({"n_ctx": 32768})
+    registry = Registry.load(None)
+    embedded = registry.get(GEMMA)
+    embedded_path = registry.ensure_local(embedded)
+    shaped = with_file_shape(embedded, embedded_path)
+    assert sizing.plan(shaped, settings, cap, embedded_path.stat().st_size).fits
+
+    srv = server_factory(
+        "--models-file", str(models_file), "--model", GEMMA, "--n-ctx", "32768",
+        env={sizing.MEMORY_LIMIT_ENV: str(cap)},
+    )  # fmt: skip
+    with srv.client() as c:
+        detail = error_detail(c.post("/models/load", json={"model_id": "wide"}), 503)
+        assert "'wide' does not fit in memory" in detail and "--n-ctx " in detail, detail
+        assert str(tmp_path) not in detail
+        current = c.get("/models/current")
+        assert current.status_code == 200 and current.json()["model_id"] == GEMMA
+        r = c.post("/generate", json={"prompt": "Hello", "max_length": 4})
+        assert r.status_code == 200 and r.json()["model"] == GEMMA, r.text
