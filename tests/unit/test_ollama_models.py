@@ -26,6 +26,7 @@ from litestar.testing import TestClient
 from locallab_cpp.api.ollama.model_routes import OLLAMA_VERSION
 from locallab_cpp.engine.types import GenerationInput, SamplingParams
 from locallab_cpp.models import idle, sizing
+from locallab_cpp.models.gguf_shape import with_file_shape
 from locallab_cpp.models.manager import ModelManager
 from locallab_cpp.models.registry import Registry
 
@@ -185,7 +186,10 @@ def test_show_of_a_model_not_loaded_uses_the_planned_context(
 ) -> None:
     body = client.post("/api/show", json={"name": "plain"}).json()
     registry = Registry.from_file(registry_file)
-    planned = sizing.plan(registry.get("plain"), make_settings(registry_file)).n_ctx_slot
+    spec = registry.get("plain")
+    # Planned with the file's own figures (its header's context), as every listing is.
+    shaped = with_file_shape(spec, registry.local_path(spec))
+    planned = sizing.plan(shaped, make_settings(registry_file)).n_ctx_slot
     assert body["model_info"]["llama.context_length"] == planned
     assert body["capabilities"] == ["completion", "tools"]  # tools reach every model
     assert body["template"] == "{{ .Prompt }}"
