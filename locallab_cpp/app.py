@@ -17,6 +17,7 @@ from litestar.openapi import OpenAPIConfig
 from locallab_cpp import __version__, sysinfo
 from locallab_cpp.api import Api, error_formats
 from locallab_cpp.api.anthropic.routes import ANTHROPIC_API
+from locallab_cpp.api.infill.routes import INFILL_API
 from locallab_cpp.api.locallab.routes import LOCALLAB_API
 from locallab_cpp.api.ollama.routes import OLLAMA_API
 from locallab_cpp.api.openai.routes import OPENAI_API
@@ -45,6 +46,7 @@ BUILTIN_APIS: tuple[Api, ...] = (
     ANTHROPIC_API,
     RESPONSES_API,
     OLLAMA_API,
+    INFILL_API,
 )
 """The APIs every server speaks. A new API adds its :class:`~locallab_cpp.api.Api` here."""
 

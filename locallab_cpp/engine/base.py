@@ -43,6 +43,21 @@ class EngineInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class FimTokens:
+    """A vocabulary's fill-in-the-middle token ids (serving/fim.py builds the prompt)."""
+
+    pre: int
+    suf: int
+    mid: int
+    rep: int | None = None
+    """The repository-name token (Qwen2.5-Coder's ``<|repo_name|>``), if any."""
+    sep: int | None = None
+    """The file-separator token (``<|file_sep|>``), if any."""
+    bos: int | None = None
+    """The BOS token when the model wants one at the start of a prompt."""
+
+
+@dataclass(frozen=True, slots=True)
 class EngineStats:
     """Live counters of an engine."""
 
@@ -105,10 +120,10 @@ class Engine(Protocol):
         """
         ...
 
-    def fim_prompt(self, prefix: str, suffix: str) -> list[int] | None:
-        """The fill-in-the-middle prompt for text between ``prefix`` and ``suffix``: the
-        model's FIM prefix token, the prefix, its suffix token, the suffix, its middle token
-        (BOS first where the model wants one). None when the model has no FIM tokens."""
+    def fim_tokens(self) -> FimTokens | None:
+        """The vocabulary's fill-in-the-middle tokens (prefix, suffix, middle, and the
+        repository and file separators where it has them); None when it lacks a prefix,
+        suffix or middle token (the model was not trained for FIM)."""
         ...
 
     def submit(self, inputs: Sequence[GenerationInput]) -> list[GenerationHandle]:

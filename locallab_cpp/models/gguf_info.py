@@ -58,7 +58,7 @@ FILE_TYPES: dict[int, str] = {
 """llama.cpp's ``enum llama_ftype`` (``general.file_type``) as Ollama names quantizations."""
 
 # The token texts llama.cpp itself recognises as FIM tokens when the metadata names none
-# (llama-vocab.cpp), so "has FIM tokens" here agrees with what the engine's fim_prompt finds.
+# (llama-vocab.cpp), so "has FIM tokens" here agrees with what engine.fim_tokens finds.
 FIM_TEXTS: dict[str, frozenset[str]] = {
     "pre": frozenset(
         {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\uff5cfim▁begin\uff5c>",

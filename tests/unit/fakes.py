@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from locallab_cpp.config import Settings
-from locallab_cpp.engine.base import EngineInfo, EngineStats
+from locallab_cpp.engine.base import EngineInfo, EngineStats, FimTokens
 from locallab_cpp.engine.types import (
     ChatMessage,
     ChatPrompt,
@@ -37,6 +37,9 @@ from locallab_cpp.errors import (
     TooManySequences,
 )
 from locallab_cpp.models.registry import ModelSpec
+
+FIM_WORDS = ("<pre>", "<suf>", "<mid>", "<rep>", "<sep>")
+"""The fake's FIM tokens: words of its one-id-per-word vocabulary."""
 
 CHAT_STOP = "<|end|>"
 """The stop string the fake's chat template adds, like a real template's end-of-turn."""
@@ -60,6 +63,7 @@ class FakeEngine:
         retry_after: int = 7,
         stagger: float = 0.0,
         fim: bool = True,
+        fim_repo: bool = False,
         output: Sequence[str] | None = None,
         tool_format: str = "hermes",
     ) -> None:
@@ -75,6 +79,7 @@ class FakeEngine:
         self.retry_after = retry_after
         self.stagger = stagger
         self.fim = fim
+        self.fim_repo = fim_repo
         self.tool_format = tool_format
         """The ChatPrompt.tool_format chat_prompt reports (the model family's call format)."""
         self.output = list(output) if output is not None else None
@@ -169,11 +174,20 @@ class FakeEngine:
             tool_format=self.tool_format,
         )
 
-    def fim_prompt(self, prefix: str, suffix: str) -> list[int] | None:
-        """Ids of ``<pre> prefix <suf> suffix <mid>``; None when made with ``fim=False``."""
+    def fim_tokens(self) -> FimTokens | None:
+        """The ids of the words ``<pre>``, ``<suf>``, ``<mid>`` (and ``<rep>``, ``<sep>``
+        when made with ``fim_repo=True``); None when made with ``fim=False``."""
         if not self.fim:
             return None
-        return self.tokenize(f"<pre> {prefix} <suf> {suffix} <mid>")
+        ids = {w: self.tokenize(w, add_bos=False)[0] for w in FIM_WORDS}
+        return FimTokens(
+            pre=ids["<pre>"],
+            suf=ids["<suf>"],
+            mid=ids["<mid>"],
+            rep=ids["<rep>"] if self.fim_repo else None,
+            sep=ids["<sep>"] if self.fim_repo else None,
+            bos=1,
+        )
 
     def submit(self, inputs: Sequence[GenerationInput]) -> list[GenerationHandle]:
         loop = asyncio.get_running_loop()

@@ -56,6 +56,7 @@ def test_package_registry_has_the_promised_models() -> None:
         "phi-3.5-mini-instruct",
         "mistral-7b-instruct-v0.3",
         "qwen2.5-coder-1.5b-instruct",
+        "qwen2.5-coder-0.5b-instruct",
         "microsoft/phi-2",
         "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
     ):

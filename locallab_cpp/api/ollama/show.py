@@ -9,7 +9,7 @@
   convention (engine/llama/chat_tools.py), and calls are read back the same way for all;
   Roo Code drops a model whose capabilities lack "tools";
   "insert" where the vocabulary has FIM prefix, suffix and middle tokens (the tokens
-  engine.fim_prompt uses); "thinking" where the template writes ``<think>``.
+  serving/fim.py uses); "thinking" where the template writes ``<think>``.
 * ``template``: the GGUF's chat template (Jinja), or Ollama's default ``{{ .Prompt }}`` for
   a model without one. For a model with FIM tokens it is wrapped in a Go-template
   ``{{- if .Suffix }}...{{- else }}...{{- end }}`` that shows the FIM prompt /api/generate

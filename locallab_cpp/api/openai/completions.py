@@ -32,6 +32,7 @@ from locallab_cpp.errors import InvalidRequest
 from locallab_cpp.http.disconnect import unless_disconnected
 from locallab_cpp.http.sse import EventStream, event_stream
 from locallab_cpp.models.manager import ModelManager
+from locallab_cpp.serving import fim
 from locallab_cpp.serving import generation as serving
 
 MAX_TOKENS_DEFAULT = 16
@@ -57,18 +58,21 @@ def prompt_texts(prompt: str | list[Any]) -> list[str]:
     )
 
 
-async def prompt_tokens(engine: Engine, text: str, suffix: str | None) -> serving.Tokens:
-    """A prompt's tokens: the text itself, or the FIM prompt around ``suffix``."""
+async def prompt_tokens(
+    engine: Engine, text: str, suffix: str | None, max_tokens: int | None = None
+) -> serving.Tokens:
+    """A prompt's tokens: the text itself, or the FIM prompt around ``suffix`` (serving/fim.py,
+    trimmed to leave ``max_tokens`` of room)."""
     if suffix is None:
         return await serving.tokenize(engine, text)
-    tokens = engine.fim_prompt(text, suffix)
-    if tokens is None:
+    built = await fim.fim_prompt(engine, prefix=text, suffix=suffix, max_tokens=max_tokens)
+    if built is None:
         raise InvalidRequest(
             f"Invalid request: 'suffix': model '{engine.info.model_id}' has no "
             "fill-in-the-middle tokens, so it cannot complete between a prompt and a suffix. "
             "Leave suffix out, or use a model trained for FIM (e.g. a Qwen2.5-Coder)."
         )
-    return tuple(tokens)
+    return built.tokens
 
 
 class CompletionsController(Controller):
@@ -92,9 +96,9 @@ class CompletionsController(Controller):
             )
         texts = prompt_texts(data.prompt)
         engine = await engine_for(models, data.model)
-        prompts = [await prompt_tokens(engine, text, data.suffix) for text in texts]
-        sampling = sampling_from(data)
         max_tokens = max_tokens_of(engine, data.max_tokens, MAX_TOKENS_DEFAULT)
+        prompts = [await prompt_tokens(engine, text, data.suffix, max_tokens) for text in texts]
+        sampling = sampling_from(data)
         inputs = [
             GenerationInput(
                 prompt_tokens=prompt,

@@ -17,7 +17,7 @@ from typing import Any
 import llama_cpp
 
 from locallab_cpp.config import Settings
-from locallab_cpp.engine.base import EngineInfo, EngineStats
+from locallab_cpp.engine.base import EngineInfo, EngineStats, FimTokens
 from locallab_cpp.engine.lease import Leases
 from locallab_cpp.engine.llama import extras
 from locallab_cpp.engine.llama.chat_segments import vocab_control_texts, vocab_eog_texts
@@ -147,28 +147,26 @@ class LlamaEngine:
         with self._leases.hold():
             return self._template.render(messages, tools)
 
-    def fim_prompt(self, prefix: str, suffix: str) -> list[int] | None:
-        """The prefix-suffix-middle prompt llama-server's /infill builds, or None when the
-        vocabulary lacks a FIM prefix, suffix or middle token."""
+    def fim_tokens(self) -> FimTokens | None:
+        """The FIM token ids; see :meth:`locallab_cpp.engine.base.Engine.fim_tokens`."""
         with self._leases.hold():
-            return self._fim_prompt(prefix, suffix)
-
-    def _fim_prompt(self, prefix: str, suffix: str) -> list[int] | None:
-        vocab = self._vocab
-        pre = llama_cpp.llama_vocab_fim_pre(vocab)
-        suf = llama_cpp.llama_vocab_fim_suf(vocab)
-        mid = llama_cpp.llama_vocab_fim_mid(vocab)
-        if min(pre, suf, mid) < 0:  # LLAMA_TOKEN_NULL: the model was not trained for FIM
-            return None
-        bos = [self._loaded.model.token_bos()] if self._add_bos else []
-        return [
-            *bos,
-            pre,
-            *self.tokenize(prefix, add_bos=False),
-            suf,
-            *self.tokenize(suffix, add_bos=False),
-            mid,
-        ]
+            vocab = self._vocab
+            pre = llama_cpp.llama_vocab_fim_pre(vocab)
+            suf = llama_cpp.llama_vocab_fim_suf(vocab)
+            mid = llama_cpp.llama_vocab_fim_mid(vocab)
+            if min(pre, suf, mid) < 0:  # LLAMA_TOKEN_NULL: the model was not trained for FIM
+                return None
+            rep = llama_cpp.llama_vocab_fim_rep(vocab)
+            sep = llama_cpp.llama_vocab_fim_sep(vocab)
+            bos = self._loaded.model.token_bos()
+            return FimTokens(
+                pre=pre,
+                suf=suf,
+                mid=mid,
+                rep=rep if rep >= 0 else None,
+                sep=sep if sep >= 0 else None,
+                bos=bos if self._add_bos and bos >= 0 else None,
+            )
 
     def submit(self, inputs: Sequence[GenerationInput]) -> list[GenerationHandle]:
         """Queue sequences, all or none; see :class:`locallab_cpp.engine.base.Engine`."""
