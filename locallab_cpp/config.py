@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 
 from locallab_cpp.errors import ConfigError
+from locallab_cpp.models.idle import parse_duration
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MODELS_FILE = PACKAGE_DIR / "models" / "models.toml"
@@ -198,6 +199,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     model, as clients send names of their own vendor's models. Repeat --model-alias for
     several; comma-separated in LOCALLAB_MODEL_ALIASES."""
 
+    keep_alive: str | float = "5m"
+    """How long a model stays loaded once idle before it is unloaded (Ollama's default,
+    5m): seconds ("300") or a duration ("5m", "1h30m"); -1 never unloads, 0 unloads as soon
+    as a request ends. A request's Ollama keep_alive overrides it for that model; the next
+    request for an idle-unloaded model (on any API, named or not) loads it again."""
+
+    pin: tuple[str, ...] = ()
+    """Models that never unload for idleness, whatever --keep-alive or a request's
+    keep_alive says (an explicit unload or a switch still unloads them). Repeat --pin for
+    several; comma-separated in LOCALLAB_PIN."""
+
+    pull_on_demand: bool = False
+    """Let a generation request that names a model not on disk download it (gigabytes,
+    inside that request). By default it gets a 404 saying how to pull it (models pull,
+    POST /api/pull, POST /models/load), which download as always."""
+
     models_file: str = str(DEFAULT_MODELS_FILE)
     """User model registry laid over the package's models.toml, which is always read first:
     its [[models]] entries add models or override, field by field, those with the same id,
@@ -235,6 +252,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise ValueError(
                     f"model alias {alias!r} must be NAME=MODEL (e.g. claude-*=gemma-3-270m)"
                 )
+        parse_duration(self.keep_alive)  # a ValueError says what is wrong
         for origin in self.cors_origins:
             if origin != "*" and not _ORIGIN.fullmatch(origin):
                 raise ValueError(
@@ -248,6 +266,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return self.rate_limit > 0
 
     @property
+    def keep_alive_s(self) -> float | None:
+        """``keep_alive`` in seconds; None: never unload for idleness."""
+        return parse_duration(self.keep_alive)
+
+    @property
     def is_loopback(self) -> bool:
         """Whether the bind address is reachable from this machine only."""
         return self.host == "localhost" or is_loopback_address(self.host)
@@ -256,7 +279,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 FIELD_NAMES: tuple[str, ...] = Settings.__struct_fields__
 
 
-LIST_FIELDS = frozenset({"api_keys", "allowed_hosts", "cors_origins", "model_aliases"})
+LIST_FIELDS = frozenset({"api_keys", "allowed_hosts", "cors_origins", "model_aliases", "pin"})
 """Settings holding several values: repeatable flags, comma-separated environment values."""
 
 ENV_ALIASES: dict[str, str] = {"api_keys": ENV_PREFIX + "API_KEY"}
@@ -284,7 +307,7 @@ def _parse_env(name: str, raw: str) -> Any:
     # Env values are strings; "none" lets a user reset an optional field explicitly.
     if raw.lower() in {"none", "null", "auto"} and name in _OPTIONAL_FIELDS:
         return None
-    if name in {"no_model", "no_draft", "rate_limit_loopback"}:
+    if name in {"no_model", "no_draft", "rate_limit_loopback", "pull_on_demand"}:
         return raw.lower() in {"1", "true", "yes", "on"}
     if name in LIST_FIELDS:
         return [part.strip() for part in raw.split(",") if part.strip()]

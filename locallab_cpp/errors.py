@@ -127,6 +127,21 @@ class ModelNotFound(NotFound):
         )
 
 
+class ModelNotDownloaded(ModelNotFound):
+    """A registry model whose file is not on disk, named by a generation request: those
+    do not download gigabytes (unless the server runs with --pull-on-demand)."""
+
+    def __init__(self, model_id: str) -> None:
+        shown = printable(model_id)
+        NotFound.__init__(  # not ModelNotFound's "unknown model" text
+            self,
+            f"Model '{shown}' is not downloaded yet, and a generation request does not "
+            f"download it. Pull it first: `python -m locallab_cpp models pull {shown}`, "
+            f'POST /api/pull {{"model": "{shown}"}}, or POST /models/load '
+            f'{{"model_id": "{shown}"}} (or start the server with --pull-on-demand).',
+        )
+
+
 class NoModelLoaded(LocalLabError):
     """A generation needs a model and none is loaded."""
 

@@ -53,9 +53,13 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--allowed-host", "allowed_hosts", str),
     ("--cors-origin", "cors_origins", str),
     ("--model-alias", "model_aliases", str),
+    ("--keep-alive", "keep_alive", str),
+    ("--pin", "pin", str),
     ("--models-file", "models_file", str),
     ("--log-level", "log_level", str),
 )
+
+METAVARS: dict[str, str] = {"keep_alive": "DURATION", "pin": "MODEL"}
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "repack": REPACK_CHOICES,
@@ -80,9 +84,8 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
             default=None,
             action="append" if name in LIST_FIELDS else "store",
             # One value a flag: --api-key KEY, not --api-key API_KEYS.
-            metavar=flag.removeprefix("--").upper().replace("-", "_")
-            if name in LIST_FIELDS
-            else None,
+            metavar=METAVARS.get(name)
+            or (flag.removeprefix("--").upper().replace("-", "_") if name in LIST_FIELDS else None),
             choices=CHOICES.get(name),
             help=f"{docs.get(name, '')}{shown} Env: {ENV_PREFIX}{name.upper()}.",
         )
@@ -90,6 +93,7 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
         ("--no-model", "no_model"),
         ("--no-draft", "no_draft"),
         ("--rate-limit-loopback", "rate_limit_loopback"),
+        ("--pull-on-demand", "pull_on_demand"),
     ):
         parser.add_argument(
             flag,

@@ -4,13 +4,64 @@ The model manager owns one :class:`IdleTimers` and an asyncio task that looks at
 current engine every ``keep_alive_poll_s`` seconds. A model is idle when the engine has no
 sequence running or queued and its token counters have not moved since the last look (so
 a short request that ran between two looks still counts as work).
+
+Every model has the server's default keep-alive (``--keep-alive``, Ollama's 5 minutes)
+until a request sets its own; a pinned model (``--pin``) never unloads for idleness,
+whatever a request asks. :func:`parse_duration` reads a keep-alive as Ollama writes it, for
+the setting and for the Ollama API's ``keep_alive`` alike.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import time
+from collections.abc import Iterable
 
 from locallab_cpp.engine.base import Engine
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+_UNITS["h"] = 3600.0
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_MAX_TEXT = 64
+
+
+def parse_duration(value: float | int | str | None) -> float | None:
+    """Seconds a model stays loaded once idle, as Ollama reads ``keep_alive``: a number is
+    seconds, a string a Go duration (``"5m"``, ``"1h30m"``, ``"300ms"``) or a plain number
+    of seconds (``"300"``); None or any negative value: for ever (None); 0: at once.
+    Raises ValueError for a value that is no duration."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a duration")
+    if isinstance(value, int | float):
+        return _seconds(float(value))
+    text = value.strip()
+    try:
+        return _seconds(float(text))
+    except ValueError:
+        pass
+    if len(text) > _MAX_TEXT:
+        raise ValueError("too long for a duration")
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    total, at = 0.0, 0
+    for match in _PART.finditer(body):
+        if match.start() != at:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        at = match.end()
+    if not body or at != len(body):
+        raise ValueError(f"{text[:80]!r} is not a duration")
+    return _seconds(sign * total)
+
+
+def _seconds(seconds: float) -> float | None:
+    if math.isnan(seconds) or (math.isinf(seconds) and seconds > 0):
+        raise ValueError("not a finite duration")
+    return None if seconds < 0 else seconds
+
 
 REQUEST_GRACE_S = 1.0
 """A model is not unloaded within this long of a request that set its keep-alive, or of
@@ -21,9 +72,15 @@ this request", not "before it")."""
 class IdleTimers:
     """Each model's keep-alive and when the current one was last busy. Event loop only."""
 
-    def __init__(self) -> None:
-        self._keep: dict[str, float] = {}
-        """Seconds each model stays loaded once idle; absent: for ever (the default)."""
+    def __init__(self, default_s: float | None = None, pinned: Iterable[str] = ()) -> None:
+        self._default = default_s
+        """Seconds a model stays loaded once idle when no request said otherwise; None:
+        for ever."""
+        self._pinned = frozenset(pinned)
+        """Models that never unload for idleness (--pin)."""
+        self._keep: dict[str, float | None] = {}
+        """Each model's keep-alive set by a request (None: for ever); absent: the
+        default."""
         self._last_active = 0.0
         """When the current model was last seen working, or last asked for (time.time)."""
         self._seen: tuple[int, int] | None = None
@@ -32,25 +89,25 @@ class IdleTimers:
         """When a request last set a keep-alive, or a model was loaded."""
 
     def __bool__(self) -> bool:
-        return bool(self._keep)
+        """Whether some model may unload for idleness (the reaper has work)."""
+        return self._default is not None or any(v is not None for v in self._keep.values())
 
     def set(self, model_id: str, seconds: float | None, *, current: bool) -> None:
         """``seconds`` of idleness before ``model_id`` unloads (None: never); a request
-        for the ``current`` model restarts its timer."""
-        if seconds is None:
-            self._keep.pop(model_id, None)
-        else:
-            self._keep[model_id] = max(0.0, float(seconds))
+        for the ``current`` model restarts its timer. A pinned model stays pinned."""
+        self._keep[model_id] = None if seconds is None else max(0.0, float(seconds))
         self._asked = time.time()
         if current:
             self._last_active = self._asked
 
     def seconds(self, model_id: str) -> float | None:
         """The keep-alive of ``model_id``; None: it never unloads for idleness."""
-        return self._keep.get(model_id)
+        if model_id in self._pinned:
+            return None
+        return self._keep.get(model_id, self._default)
 
     def forget(self, model_id: str) -> None:
-        """``model_id`` was unloaded: loaded again, it starts with "never"."""
+        """``model_id`` was unloaded: loaded again, it starts with the default."""
         self._keep.pop(model_id, None)
 
     def loaded(self) -> None:
@@ -70,7 +127,7 @@ class IdleTimers:
 
     def due(self, engine: Engine) -> bool:
         """Whether ``engine`` has a keep-alive and has been idle at least that long."""
-        seconds = self._keep.get(engine.info.model_id)
+        seconds = self.seconds(engine.info.model_id)
         if seconds is None:
             return False
         now = time.time()
@@ -84,7 +141,7 @@ class IdleTimers:
         model's timer has not started: now plus its keep-alive."""
         if engine is None:
             return None
-        seconds = self._keep.get(engine.info.model_id)
+        seconds = self.seconds(engine.info.model_id)
         if seconds is None:
             return None
         stats = engine.stats()

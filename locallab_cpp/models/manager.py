@@ -7,6 +7,12 @@ downloads; the old model is closed only once the new GGUF is on disk, verified a
 header checked (the factory's ``preflight``), and it is opened again if the new one still
 fails to load. An engine whose decode thread died (``Engine.failed``) is replaced by a fresh
 one at the next request or load.
+
+Idle models unload after the default keep-alive (--keep-alive) or a request's own, except
+pinned ones (--pin); the next request for an idle-unloaded model, named or not, loads it
+again, whereas after an explicit unload a request naming no model finds none. A generation
+request does not download a hub model that is not on disk (ModelNotDownloaded, 404) unless
+--pull-on-demand is set; explicit loads do.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from locallab_cpp.errors import (
     GenerationAborted,
     LoadConflict,
     LocalLabError,
+    ModelNotDownloaded,
     ModelNotFound,
     ModelUnavailable,
     NoModelLoaded,
@@ -65,8 +72,15 @@ class ModelManager:
         """Set while a switch waits for the old model's generations to end."""
         self._draining = False
         """The server is shutting down: no new generation or load is started."""
-        self._idle = IdleTimers()
+        pins = [self.untagged(name) or name for name in settings.pin]
+        for name in pins:
+            if name not in registry:
+                logger.warning("--pin %s: no such model in the registry", name)
+        self._idle = IdleTimers(settings.keep_alive_s, pins)
         """Each model's keep-alive (idle.py)."""
+        self._idle_unloaded: str | None = None
+        """The model last unloaded for idleness, loaded again by the next request that
+        names none; None after an explicit unload or any load."""
         self._reaper: asyncio.Task[None] | None = None
         self.keep_alive_poll_s = KEEP_ALIVE_POLL_S
 
@@ -84,6 +98,11 @@ class ModelManager:
         """The load under way, else how the last one ended, else None."""
         loading = self._loading
         return loading.snapshot() if loading is not None else self._last
+
+    @property
+    def idle_unloaded(self) -> str | None:
+        """The model unloaded for idleness that the next request naming none loads again."""
+        return self._idle_unloaded
 
     @property
     def current_id(self) -> str | None:
@@ -117,7 +136,7 @@ class ModelManager:
             raise LoadConflict()
         async with self._lock:
             old = self._engine
-            self._engine = None
+            self._engine, self._idle_unloaded = None, None
             if old is None:
                 return None
             self._idle.forget(old.info.model_id)
@@ -169,6 +188,8 @@ class ModelManager:
         self._refuse_if_draining()
         while (switching := self._switching) is not None:
             await switching.wait()
+        if model_id is None and self._engine is None and self._loading is None:
+            model_id = self._idle_unloaded  # unloaded for idleness: the next request reloads
         if model_id is None:
             # While a first model loads, wait for it; while it downloads or is checked
             # (minutes, perhaps), say so rather than hold the request.
@@ -190,6 +211,11 @@ class ModelManager:
         engine = self._engine
         if engine is not None and engine.info.model_id == spec.id:
             return await self._reopen(engine) if engine.failed else engine
+        # Gigabytes downloaded inside one request, while every other client waits on the
+        # switch: only explicit loads and pulls download (package models are assembled).
+        pull = self.settings.pull_on_demand or spec.source != "hub"
+        if not pull and await asyncio.to_thread(self.registry.local_path, spec) is None:
+            raise ModelNotDownloaded(spec.id)
         async with self._lock:
             current = self._engine
             if current is not None and current.info.model_id == spec.id and not current.failed:
@@ -254,8 +280,9 @@ class ModelManager:
                 if old is not None and not old.failed and old.info.model_id != spec.id:
                     self._engine = await asyncio.to_thread(self._restore, old.info.model_id)
                 raise
-            self._engine = engine
+            self._engine, self._idle_unloaded = engine, None
             self._idle.loaded()
+            self._start_reaper()
             self._last = progress.finish("ready")
             logger.info("model %s loaded", spec.id)
             return engine
@@ -324,12 +351,16 @@ class ModelManager:
     # ----- keep-alive: unloading a model that stays idle --------------------------------
 
     def keep_alive(self, model_id: str, seconds: float | None) -> None:
-        """The model unloads once it has been idle for ``seconds`` (None: never, the
-        default; 0: as soon as it is idle). Set by a request that carries Ollama's
-        ``keep_alive``; it lasts until another one changes it or the model is unloaded (a
-        model loaded again starts with "never"). Call it on the event loop: it starts the
-        idle reaper."""
+        """The model unloads once it has been idle for ``seconds`` (None: never; 0: as
+        soon as it is idle). Set by a request that carries Ollama's ``keep_alive``; it
+        lasts until another one changes it or the model is unloaded (a model loaded again
+        starts with the server's --keep-alive). A pinned model stays loaded whatever it
+        says. Call it on the event loop: it starts the idle reaper."""
         self._idle.set(model_id, seconds, current=model_id == self.current_id)
+        self._start_reaper()
+
+    def _start_reaper(self) -> None:
+        """Start the idle reaper if some model may unload for idleness (event loop)."""
         if self._idle and (self._reaper is None or self._reaper.done()):
             self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
 
@@ -347,6 +378,7 @@ class ModelManager:
             current = self._engine
             if current is None or current.info.model_id != model_id:
                 return False
+            self._idle_unloaded = None  # asked for: a request naming no model finds none
             done = asyncio.Event()
             self._switching = done
             try:
@@ -384,3 +416,4 @@ class ModelManager:
                 if self._engine is engine and self._idle.due(engine):
                     seconds = self._idle.seconds(engine.info.model_id) or 0.0
                     await self._close_current(f"idle for {seconds:g} s (keep_alive)")
+                    self._idle_unloaded = engine.info.model_id

@@ -9,6 +9,7 @@ which sets it from a client, belongs to the chat routes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,7 +135,9 @@ def test_ps_lists_the_loaded_model(client: ollama.Client, srv: ServerProcess) ->
     assert running.model == "gemma-3-270m:latest"
     assert running.context_length == _n_ctx(srv)
     assert running.size is not None and running.size > 253113024  # the file and its KV cache
-    assert running.expires_at is not None and running.expires_at.year > 2200  # never
+    # The default keep-alive (--keep-alive, Ollama's 5 minutes) from the last use.
+    assert running.expires_at is not None
+    assert 0 < running.expires_at.timestamp() - time.time() <= 300
 
 
 def test_unknown_model_is_404(client: ollama.Client) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -224,7 +225,7 @@ def test_ps_reports_the_resident_model(client: TestClient[Any], registry_file: P
     assert entry["size"] == path.stat().st_size + 4096  # the file and the fake's KV cache
     assert entry["size_vram"] == 0
     assert entry["context_length"] == 64
-    assert entry["expires_at"] > "2200"  # keep-alive "never": a date far away
+    assert "2200" > entry["expires_at"] > "2020"  # the default keep-alive: 5 minutes
     assert entry["details"]["family"] == "llama"
     client.post("/models/unload")
     assert client.get("/api/ps").json() == {"models": []}
@@ -348,7 +349,8 @@ def test_keep_alive_unloads_an_idle_model(registry_file: Path) -> None:
     async def main() -> None:
         manager = _manager(registry_file, FakeFactory())
         await manager.load("coder")
-        assert manager.expires_at() is None  # the default: never
+        default = manager.expires_at()  # the default, --keep-alive: 5 minutes
+        assert default is not None and 200 < default - time.time() <= 300
         manager.keep_alive("coder", 1.0)  # long enough for the check below on a loaded machine
         expires = manager.expires_at()
         assert expires is not None
@@ -357,7 +359,7 @@ def test_keep_alive_unloads_an_idle_model(registry_file: Path) -> None:
         await _until(lambda: manager.current_id is None)
         assert manager.expires_at() is None
         # Loaded again (by a request: it waits for the unload to finish), it starts with
-        # "never": the keep-alive went with the unload.
+        # the default (5 minutes): the request's keep-alive went with the unload.
         await manager.engine_for("coder")
         await asyncio.sleep(0.3)
         assert manager.current_id == "coder"

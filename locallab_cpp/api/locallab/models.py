@@ -128,7 +128,13 @@ class ModelsController(Controller):
         loading = _active(models)
         if engine is None:
             if loading is None or loading.model_id is None:
-                raise NotFound("No model is currently loaded")
+                idle = models.idle_unloaded
+                raise NotFound(
+                    "No model is currently loaded"
+                    if idle is None
+                    else f"No model is currently loaded: '{idle}' was unloaded after being "
+                    "idle (--keep-alive); the next request loads it again"
+                )
             spec = models.registry.get(loading.model_id)
             return CurrentModel(
                 model_id=spec.id,

@@ -72,7 +72,7 @@ class OllamaChatController(Controller):
     ) -> Answer:
         """Answer ``messages`` as the assistant, calling ``tools`` where it chooses to."""
         timing = Timing()
-        model_id = model_of(models, data.model)
+        model_id = model_of(models, data.model, on_disk=not models.settings.pull_on_demand)
         keep = _keep_alive(data)
         shape = Shape(data.model, chat=True, show_thinking=thinking_of(data.think).show)
         if not data.messages:
@@ -92,7 +92,7 @@ class OllamaChatController(Controller):
     ) -> Answer:
         """Continue ``prompt`` (through the template, raw, or between it and ``suffix``)."""
         timing = Timing()
-        model_id = model_of(models, data.model)
+        model_id = model_of(models, data.model, on_disk=not models.settings.pull_on_demand)
         keep = _keep_alive(data)
         check_generate(data)
         shape = Shape(data.model, chat=False, show_thinking=thinking_of(data.think).show)

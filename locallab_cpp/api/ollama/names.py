@@ -7,7 +7,7 @@ OpenAI API, and a registry model whose file is not on disk is one to pull first.
 
 from __future__ import annotations
 
-from locallab_cpp.errors import ModelNotFound, printable
+from locallab_cpp.errors import ModelNotDownloaded, ModelNotFound, printable
 from locallab_cpp.models.manager import ModelManager
 from locallab_cpp.models.registry import ModelSpec
 
@@ -29,6 +29,18 @@ def not_found(name: str) -> ModelNotFound:
     return error
 
 
+def not_pulled(name: str, model_id: str) -> ModelNotDownloaded:
+    """Ollama's 404 for a registry model whose file is not on disk yet, with the three
+    ways to fetch it (the generation request itself does not, without --pull-on-demand)."""
+    error = ModelNotDownloaded(model_id)
+    error.detail = (
+        f'model "{printable(name)}" not found, try pulling it first: POST /api/pull '
+        f'{{"model": "{printable(model_id)}"}}, `python -m locallab_cpp models pull '
+        f"{printable(model_id)}` or POST /models/load (GET /api/tags lists the models on disk)"
+    )
+    return error
+
+
 def model_of(models: ModelManager, name: str | None, *, on_disk: bool = True) -> str:
     """The registry id ``name`` means (an id, ``id:tag`` or a --model-alias).
 
@@ -41,5 +53,5 @@ def model_of(models: ModelManager, name: str | None, *, on_disk: bool = True) ->
         spec = models.registry.get(model_id)
         current = models.current_id
         if current != model_id and models.registry.local_path(spec) is None:
-            raise not_found(name or model_id)
+            raise not_pulled(name or model_id, model_id)
     return model_id
