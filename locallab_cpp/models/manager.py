@@ -188,8 +188,13 @@ class ModelManager:
         self._refuse_if_draining()
         while (switching := self._switching) is not None:
             await switching.wait()
-        if model_id is None and self._engine is None and self._loading is None:
-            model_id = self._idle_unloaded  # unloaded for idleness: the next request reloads
+        loading = self._loading
+        if model_id is None and self._engine is None:
+            # Unloaded for idleness: the next request loads it again, and the requests
+            # arriving during that reload wait for it (behind the lock) like the first.
+            idle = self._idle_unloaded
+            if loading is None or (idle is not None and loading.model_id == idle):
+                model_id = idle
         if model_id is None:
             # While a first model loads, wait for it; while it downloads or is checked
             # (minutes, perhaps), say so rather than hold the request.

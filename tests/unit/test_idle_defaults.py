@@ -131,6 +131,22 @@ def test_a_pinned_model_never_unloads_for_idleness(registry_file: Path) -> None:
 # ----- the next request after an idle unload ------------------------------------------
 
 
+@pytest.mark.usefixtures("short_grace")
+def test_requests_during_the_reload_wait_for_it(registry_file: Path) -> None:
+    async def main() -> None:
+        factory = FakeFactory(delay=0.5)  # a load that takes a while
+        manager = _manager(registry_file, factory, keep_alive="0.5")
+        await manager.load("alpha")
+        await _until(lambda: manager.current_id is None)
+        engines = await asyncio.gather(*(manager.engine_for(None) for _ in range(4)))
+        assert {engine.info.model_id for engine in engines} == {"alpha"}
+        assert len({id(engine) for engine in engines}) == 1
+        assert [model for model, _ in factory.opened] == ["alpha", "alpha"]
+        await manager.close()
+
+    asyncio.run(main())
+
+
 def test_the_start_up_model_unloads_when_idle_and_the_next_request_reloads_it(
     registry_file: Path,
 ) -> None:
