@@ -153,3 +153,55 @@ class Engine(Protocol):
         thread ever reads a freed model. Blocking: call it from a worker thread.
         """
         ...
+
+
+class EmbeddingEngine(Protocol):
+    """A loaded embedding or rerank model (registry ``kind`` "embedding" or "rerank").
+
+    The model manager holds it like a generating :class:`Engine` (``info``, ``failed``,
+    ``stats``, ``close`` mean the same); one thread of its own owns the llama.cpp context
+    and packs the inputs of all waiting requests into shared decode batches.
+    """
+
+    @property
+    def info(self) -> EngineInfo:
+        """Static facts about the loaded model."""
+        ...
+
+    @property
+    def failed(self) -> bool:
+        """Whether the engine broke for good (see :attr:`Engine.failed`)."""
+        ...
+
+    @property
+    def pooling(self) -> str:
+        """mean, cls, last, none, or rank (a reranker: each input gives its scores)."""
+        ...
+
+    @property
+    def dimensions(self) -> int:
+        """Length of one pooled vector (the number of scores for rank pooling)."""
+        ...
+
+    def stats(self) -> EngineStats:
+        """Live counters; cheap and safe to call from the event loop."""
+        ...
+
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
+        """Token ids of ``text`` (see :meth:`Engine.tokenize`)."""
+        ...
+
+    def rerank_tokens(self, query: str, document: str) -> list[int]:
+        """The tokens a rerank model scores for ``document`` against ``query``, in the
+        layout the model was trained with (its GGUF's rerank template where it has one)."""
+        ...
+
+    async def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Pooled vectors (not normalized) of each token list, in input order, decoded
+        with other requests' inputs in shared batches. Raises PayloadTooLarge for an input
+        longer than the context and InvalidRequest for an empty one."""
+        ...
+
+    def close(self, reason: LocalLabError | None = None) -> None:
+        """End waiting requests with ``reason`` and free the model (blocking)."""
+        ...

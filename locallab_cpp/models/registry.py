@@ -31,6 +31,14 @@ logger = logging.getLogger("locallab_cpp.models.registry")
 
 Source = Literal["package", "file", "hub"]
 
+ModelKind = Literal["chat", "embedding", "rerank"]
+"""What a model serves: text generation (every chat and completion API), embeddings
+(/v1/embeddings, /api/embed) or rerank scores (/v1/rerank)."""
+
+Pooling = Literal["mean", "cls", "last", "rank", "none"]
+"""How an embedding model turns its token vectors into one vector (llama.cpp's pooling
+types); ``rank`` is a reranker's classification head (one score per input)."""
+
 SOURCE_KEYS = ("package", "path", "repo", "file", "revision")
 """Keys that say where a GGUF comes from. An override that sets one replaces them all."""
 FILE_KEYS = ("sha256", "size_bytes")
@@ -92,6 +100,11 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     a window-sized KV cache, which the estimate counts."""
     vocab_size: NonNegative = 0
     """Tokens of the vocabulary, for the estimate's tokenizer and logits (0 if unknown)."""
+    kind: ModelKind = "chat"
+    """What the model serves: ``chat`` (generation), ``embedding`` or ``rerank``."""
+    pooling: Pooling | None = None
+    """Pooling of an embedding or rerank model; None: what its GGUF says
+    (``<arch>.pooling_type``), else mean for embeddings and rank for rerank."""
 
     @property
     def source(self) -> Source:
