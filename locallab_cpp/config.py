@@ -127,8 +127,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     shrunk to fit the available memory."""
 
     memory_limit: Annotated[int, msgspec.Meta(ge=0)] = 0
-    """Bytes of memory the automatic choices (context, slots, KV pool) and can_load may
-    count on, when less than the machine has free; 0 means what the machine has free."""
+    """The memory budget, in bytes, of all resident models together: what their loads,
+    automatic choices (context, slots, KV pool) and can_load may count on, when less than
+    the machine has free; 0 means what the machine has free (models/placement.py)."""
+
+    max_models: Annotated[int, msgspec.Meta(ge=0, le=64)] = 4
+    """Most models resident at once (a chat, an autocomplete, an embedding and a rerank
+    model, say); loading one more unloads the least recently used idle one first. 0: as
+    many as the memory budget holds."""
 
     n_batch: Annotated[int, msgspec.Meta(ge=32, le=8192)] = 512
     """Most tokens sent to llama.cpp in one decode step; long prompts are cut into chunks of
@@ -206,9 +212,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     request for an idle-unloaded model (on any API, named or not) loads it again."""
 
     pin: tuple[str, ...] = ()
-    """Models that never unload for idleness, whatever --keep-alive or a request's
-    keep_alive says (an explicit unload or a switch still unloads them). Repeat --pin for
-    several; comma-separated in LOCALLAB_PIN."""
+    """Models that never unload for idleness or to make room for another model, whatever
+    --keep-alive or a request's keep_alive says (an explicit unload still unloads them).
+    Repeat --pin for several; comma-separated in LOCALLAB_PIN."""
 
     pull_on_demand: bool = False
     """Let a generation request that names a model not on disk download it (gigabytes,

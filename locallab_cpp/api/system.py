@@ -18,6 +18,7 @@ from locallab_cpp.api.locallab.protocol import (
     MemoryInfo,
     SystemInfo,
 )
+from locallab_cpp.api.locallab.residents import resident_models
 from locallab_cpp.models.manager import ModelManager
 
 
@@ -96,4 +97,5 @@ class SystemController(Controller):
             cpu=CpuInfo(**sysinfo.cpu_static()),
             llama_cpp=LlamaCppInfo(**llama),
             loading=models.loading.model_id if models.loading else None,
+            resident_models=resident_models(models),
         )

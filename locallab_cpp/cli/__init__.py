@@ -39,6 +39,7 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--parallel", "parallel", int),
     ("--kv-pool-tokens", "kv_pool_tokens", int),
     ("--memory-limit", "memory_limit", int),
+    ("--max-models", "max_models", int),
     ("--n-batch", "n_batch", int),
     ("--queue-size", "queue_size", int),
     ("--max-generation-s", "max_generation_s", float),

@@ -205,3 +205,7 @@ class EmbeddingEngine(Protocol):
     def close(self, reason: LocalLabError | None = None) -> None:
         """End waiting requests with ``reason`` and free the model (blocking)."""
         ...
+
+
+Resident = Engine | EmbeddingEngine
+"""Any engine the model manager holds: a generating or an embedding/rerank model."""

@@ -1,7 +1,7 @@
 """Keep-alive timers: how long each model stays loaded once idle (Ollama's ``keep_alive``).
 
-The model manager owns one :class:`IdleTimers` and an asyncio task that looks at the
-current engine every ``keep_alive_poll_s`` seconds. A model is idle when the engine has no
+The model manager owns one :class:`IdleTimers` and an asyncio task that looks at each
+resident engine every ``keep_alive_poll_s`` seconds. A model is idle when the engine has no
 sequence running or queued and its token counters have not moved since the last look (so
 a short request that ran between two looks still counts as work).
 
@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Iterable
 
-from locallab_cpp.engine.base import Engine
+from locallab_cpp.engine.base import Resident
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 _UNITS["h"] = 3600.0
@@ -70,7 +70,7 @@ this request", not "before it")."""
 
 
 class IdleTimers:
-    """Each model's keep-alive and when the current one was last busy. Event loop only."""
+    """Each model's keep-alive and when each resident model was last busy. Event loop only."""
 
     def __init__(self, default_s: float | None = None, pinned: Iterable[str] = ()) -> None:
         self._default = default_s
@@ -81,24 +81,34 @@ class IdleTimers:
         self._keep: dict[str, float | None] = {}
         """Each model's keep-alive set by a request (None: for ever); absent: the
         default."""
-        self._last_active = 0.0
-        """When the current model was last seen working, or last asked for (time.time)."""
-        self._seen: tuple[int, int] | None = None
-        """The current engine's token counters at the last look."""
-        self._asked = 0.0
-        """When a request last set a keep-alive, or a model was loaded."""
+        self._last_active: dict[str, float] = {}
+        """When each resident model was last seen working, or last asked for (time.time)."""
+        self._seen: dict[str, tuple[int, int]] = {}
+        """Each resident engine's token counters at the last look."""
+        self._asked: dict[str, float] = {}
+        """When a request last set a model's keep-alive or asked for it, or it was loaded."""
 
     def __bool__(self) -> bool:
         """Whether some model may unload for idleness (the reaper has work)."""
         return self._default is not None or any(v is not None for v in self._keep.values())
 
+    def pinned(self, model_id: str) -> bool:
+        """Whether ``model_id`` is pinned (--pin): never unloaded, for idleness or room."""
+        return model_id in self._pinned
+
     def set(self, model_id: str, seconds: float | None, *, current: bool) -> None:
         """``seconds`` of idleness before ``model_id`` unloads (None: never); a request
-        for the ``current`` model restarts its timer. A pinned model stays pinned."""
+        for a resident (``current``) model restarts its timer. A pinned model stays pinned."""
         self._keep[model_id] = None if seconds is None else max(0.0, float(seconds))
-        self._asked = time.time()
-        if current:
-            self._last_active = self._asked
+        self.touch(model_id, active=current)
+
+    def touch(self, model_id: str, *, active: bool = True) -> None:
+        """A request asked for ``model_id``: it is not unloaded within REQUEST_GRACE_S
+        (the request has not reached the engine yet), and its idle time starts again."""
+        now = time.time()
+        self._asked[model_id] = now
+        if active:
+            self._last_active[model_id] = now
 
     def seconds(self, model_id: str) -> float | None:
         """The keep-alive of ``model_id``; None: it never unloads for idleness."""
@@ -108,43 +118,56 @@ class IdleTimers:
 
     def forget(self, model_id: str) -> None:
         """``model_id`` was unloaded: loaded again, it starts with the default."""
-        self._keep.pop(model_id, None)
+        for table in (self._keep, self._last_active, self._seen, self._asked):
+            table.pop(model_id, None)
 
-    def loaded(self) -> None:
-        """A model was just loaded: its timer starts now."""
-        self._last_active, self._seen = time.time(), None
-        self._asked = self._last_active
+    def loaded(self, model_id: str) -> None:
+        """``model_id`` was just loaded: its timer starts now."""
+        self._seen.pop(model_id, None)
+        self.touch(model_id)
 
-    def idle_for(self, engine: Engine, now: float) -> float:
+    def recent(self, model_id: str, now: float | None = None) -> bool:
+        """Whether a request asked for ``model_id`` within REQUEST_GRACE_S."""
+        now = time.time() if now is None else now
+        return now - self._asked.get(model_id, 0.0) < REQUEST_GRACE_S
+
+    def last_active(self, model_id: str) -> float:
+        """When ``model_id`` was last seen working or asked for (0: never)."""
+        return self._last_active.get(model_id, 0.0)
+
+    def idle_for(self, engine: Resident, now: float) -> float:
         """Seconds ``engine`` has been idle (0 while it works), updating the activity mark."""
+        model_id = engine.info.model_id
         stats = engine.stats()
         counters = (stats.prompt_tokens, stats.generated_tokens)
         busy = bool(stats.active or stats.queued)
-        if busy or (self._seen is not None and counters != self._seen):
-            self._last_active = now
-        self._seen = counters
-        return 0.0 if busy else now - self._last_active
+        seen = self._seen.get(model_id)
+        if busy or (seen is not None and counters != seen) or model_id not in self._last_active:
+            self._last_active[model_id] = now
+        self._seen[model_id] = counters
+        return 0.0 if busy else now - self._last_active[model_id]
 
-    def due(self, engine: Engine) -> bool:
+    def due(self, engine: Resident) -> bool:
         """Whether ``engine`` has a keep-alive and has been idle at least that long."""
-        seconds = self.seconds(engine.info.model_id)
+        model_id = engine.info.model_id
+        seconds = self.seconds(model_id)
         if seconds is None:
             return False
         now = time.time()
         idle = self.idle_for(engine, now)
         stats = engine.stats()
-        recent = now - self._asked < REQUEST_GRACE_S
-        return not (stats.active or stats.queued or recent) and idle >= seconds
+        return not (stats.active or stats.queued or self.recent(model_id, now)) and idle >= seconds
 
-    def expires_at(self, engine: Engine | None) -> float | None:
+    def expires_at(self, engine: Resident | None) -> float | None:
         """Unix time at which ``engine`` unloads if it stays idle; None: never. A busy
         model's timer has not started: now plus its keep-alive."""
         if engine is None:
             return None
-        seconds = self.seconds(engine.info.model_id)
+        model_id = engine.info.model_id
+        seconds = self.seconds(model_id)
         if seconds is None:
             return None
         stats = engine.stats()
         if stats.active or stats.queued:
             return time.time() + seconds
-        return self._last_active + seconds
+        return self._last_active.get(model_id, time.time()) + seconds

@@ -1,93 +1,124 @@
-"""Which model is loaded: load, unload and switch, one at a time.
+"""Which models are resident: several at once under one memory budget.
 
 The manager lives on ``app.state`` and is what controllers receive by dependency
-injection. Fetching (download, sha256 check) and loading run in a worker thread, so the
-event loop keeps serving /health and the current model keeps generating while the next one
-downloads; the old model is closed only once the new GGUF is on disk, verified and its
-header checked (the factory's ``preflight``), and it is opened again if the new one still
-fails to load. An engine whose decode thread died (``Engine.failed``) is replaced by a fresh
-one at the next request or load.
+injection. It holds a chat model, an autocomplete model, an embedding model... side by
+side, each engine with its own slots and KV pool (placement.py has the budget). A request
+for a resident model gets its engine at once: it never waits on another model's load,
+download or unload, which take the manager's lock. A request for a model that is not
+resident loads it beside the others when it fits, else first unloads the least recently
+used idle models (never pinned ones, nor one a request just asked for); a load that would
+fit only by closing busy models waits for their generations to end (new requests for them
+wait meanwhile, else steady traffic would keep them busy for ever), and one that fits in
+no way is refused before anything is closed (InsufficientMemory, with what would fit).
 
-Idle models unload after the default keep-alive (--keep-alive) or a request's own, except
-pinned ones (--pin); the next request for an idle-unloaded model, named or not, loads it
-again, whereas after an explicit unload a request naming no model finds none. A generation
-request does not download a hub model that is not on disk (ModelNotDownloaded, 404) unless
---pull-on-demand is set; explicit loads do.
+Fetching (download, sha256 check) and loading run in worker threads. A model whose file
+is not on disk is not downloaded by a generation request (ModelNotDownloaded, 404) unless
+--pull-on-demand is set; explicit loads do. An engine whose decode thread died
+(``failed``) is opened again at the next request for it.
+
+A request that names no model gets the default model: the one loaded last through
+:meth:`load` (POST /models/load, or the start-up model). Idle models unload after the
+default keep-alive (--keep-alive) or a request's own, except pinned ones (--pin); when the
+default model was unloaded for idleness or room, the next request naming none loads it
+again, whereas after an explicit unload such a request finds none.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
+
+import msgspec
 
 from locallab_cpp.config import Settings
-from locallab_cpp.engine.base import Engine
+from locallab_cpp.engine.base import EmbeddingEngine, Engine, Resident
 from locallab_cpp.errors import (
     GenerationAborted,
+    InsufficientMemory,
     LoadConflict,
     LocalLabError,
     ModelNotDownloaded,
-    ModelNotFound,
     ModelUnavailable,
     NoModelLoaded,
 )
-from locallab_cpp.models.fit import resident_bytes
+from locallab_cpp.models import naming
 from locallab_cpp.models.idle import IdleTimers
+from locallab_cpp.models.placement import Room, eviction_order, is_busy, room
 from locallab_cpp.models.progress import LoadCancelled, LoadProgress, ProgressSnapshot
-from locallab_cpp.models.registry import ModelSpec, Registry
+from locallab_cpp.models.registry import ModelKind, ModelSpec, Registry
+from locallab_cpp.models.residency import KeepAliveMixin, wrong_kind
 
 logger = logging.getLogger("locallab_cpp")
 
-EngineFactory = Callable[[ModelSpec, Path, Settings], Engine]
-"""Opens an engine (blocking). It may also have ``preflight(spec, path)``, which raises a
-LocalLabError for a file it cannot load, and ``check_memory(spec, path, settings, freed)``,
-which raises InsufficientMemory for a model that would not fit once the current one's
-``freed`` bytes are given back (models/fit.py); both run before the current model is
-closed."""
+EngineFactory = Callable[[ModelSpec, Path, Settings], Resident]
+"""Opens an engine (blocking) with the settings of that load (``memory_limit`` is the room
+the budget leaves it). It may also have ``preflight(spec, path)``, which raises a
+LocalLabError for a file it cannot load, and ``check_memory(spec, path, settings,
+freed)``, which raises InsufficientMemory for a model that does not fit the room, once
+``freed`` bytes are given back (models/fit.py); both run before anything is closed."""
 
 SWITCH_POLL_S = 0.05
-KEEP_ALIVE_POLL_S = 0.25
-"""How often the idle reaper looks at a model that has a keep-alive."""
-
 
 LoadState = LoadProgress
 """A load under way (its ``model_id``, ``started_at`` and progress)."""
 
 
-class ModelManager:
-    """Owns the current engine and serializes every change to it."""
+class ModelManager(KeepAliveMixin):
+    """Owns the resident engines and serializes every change to them."""
 
     def __init__(self, registry: Registry, settings: Settings, factory: EngineFactory) -> None:
         self.registry = registry
         self.settings = settings
         self._factory = factory
-        self._engine: Engine | None = None
+        self._residents: dict[str, Resident] = {}
+        """Resident engines by model id, least recently used first."""
+        self._default: str | None = None
+        """The model a request naming none gets (loaded last through load())."""
         self._lock = asyncio.Lock()
+        """Held by every load and unload: one change at a time."""
         self._loading: LoadProgress | None = None
         self._last: ProgressSnapshot | None = None
-        self._switching: asyncio.Event | None = None
-        """Set while a switch waits for the old model's generations to end."""
+        self._joins: dict[str, asyncio.Task[Resident]] = {}
+        """Loads that requests started, by model id: later requests join them."""
+        self._gates: dict[str, asyncio.Event] = {}
+        """Models being closed once their generations end: their requests wait."""
         self._draining = False
         """The server is shutting down: no new generation or load is started."""
-        pins = [self.untagged(name) or name for name in settings.pin]
+        pins = [naming.untagged(registry, name) or name for name in settings.pin]
         for name in pins:
             if name not in registry:
                 logger.warning("--pin %s: no such model in the registry", name)
         self._idle = IdleTimers(settings.keep_alive_s, pins)
-        """Each model's keep-alive (idle.py)."""
         self._idle_unloaded: str | None = None
-        """The model last unloaded for idleness, loaded again by the next request that
-        names none; None after an explicit unload or any load."""
-        self._reaper: asyncio.Task[None] | None = None
-        self.keep_alive_poll_s = KEEP_ALIVE_POLL_S
+        """The default model, unloaded for idleness or room, that the next request naming
+        none loads again; None after an explicit unload or a load."""
+        self._init_reaper()
+
+    # ----- what is resident ---------------------------------------------------------------
 
     @property
     def engine(self) -> Engine | None:
-        """The loaded engine, if any."""
-        return self._engine
+        """The default model's engine when it is resident and generates text."""
+        engine = self._residents.get(self._default) if self._default else None
+        if engine is None or self._kind(engine) != "chat":
+            return None
+        return cast(Engine, engine)
+
+    @property
+    def current_id(self) -> str | None:
+        """Id of the default model when it is resident, else None."""
+        return self._default if self._default in self._residents else None
+
+    def residents(self) -> list[Resident]:
+        """The resident engines, least recently used first."""
+        return list(self._residents.values())
+
+    def resident(self, model_id: str) -> Resident | None:
+        """The engine of ``model_id`` if that model is resident."""
+        return self._residents.get(model_id)
 
     @property
     def loading(self) -> LoadProgress | None:
@@ -101,20 +132,28 @@ class ModelManager:
 
     @property
     def idle_unloaded(self) -> str | None:
-        """The model unloaded for idleness that the next request naming none loads again."""
+        """The default model, unloaded for idleness, that the next request naming none
+        loads again."""
         return self._idle_unloaded
 
-    @property
-    def current_id(self) -> str | None:
-        """Id of the loaded model, or None."""
-        return self._engine.info.model_id if self._engine is not None else None
+    def resolve(self, name: str | None) -> str | None:
+        """The registry id a request's model name means (naming.resolve)."""
+        return naming.resolve(self.registry, self.settings.model_aliases, name)
 
-    async def load(self, model_id: str) -> Engine:
-        """Load ``model_id`` (explicit load): in-flight generations of the old model end.
+    def untagged(self, name: str) -> str | None:
+        """The registry id of an Ollama-style ``id:tag`` name (naming.untagged)."""
+        return naming.untagged(self.registry, name)
 
-        Loading the model that is already loaded returns at once (unless its engine
-        failed: then it is opened again). Raises LoadConflict if another load is under way.
-        """
+    def _kind(self, engine: Resident) -> ModelKind:
+        model_id = engine.info.model_id
+        return self.registry.get(model_id).kind if model_id in self.registry else "chat"
+
+    # ----- explicit loads and unloads (the one-model view) ---------------------------------
+
+    async def load(self, model_id: str) -> Resident:
+        """Load ``model_id`` beside the resident models (downloading it if needed) and
+        make it the default model. Loading a resident model returns it at once (a failed
+        engine is opened again). Raises LoadConflict while another load is under way."""
         spec = self.registry.get(model_id)
         self._refuse_if_draining()
         if self._lock.locked():
@@ -122,171 +161,162 @@ class ModelManager:
                 f"Model '{self._loading.model_id if self._loading else '?'}' is being loaded; "
                 "retry when it has finished."
             )
-        current = self._engine
-        if current is not None and current.info.model_id == spec.id and not current.failed:
-            # Clients often load their model at start; a server that already has it must
-            # not reload it under the other clients' generations.
-            return current
-        async with self._lock:
-            return await self._replace(spec)
+        current = self._residents.get(spec.id)
+        if current is None or current.failed:
+            async with self._lock:
+                current = await self._place(spec)
+        self._default, self._idle_unloaded = spec.id, None
+        self._used(spec.id)
+        return current
 
-    async def unload(self) -> str | None:
-        """Unload the current model; in-flight generations end with an error."""
+    async def unload(self, model_id: str | None = None) -> str | None:
+        """Unload ``model_id`` (default: the default model) now; its in-flight
+        generations end with an error. Returns the id unloaded, None if none was."""
         if self._lock.locked():
             raise LoadConflict()
         async with self._lock:
-            old = self._engine
-            self._engine, self._idle_unloaded = None, None
-            if old is None:
+            target = model_id or self._default
+            if model_id is None or model_id == self._default:
+                self._default, self._idle_unloaded = None, None
+            engine = self._residents.pop(target, None) if target else None
+            if engine is None:
                 return None
-            self._idle.forget(old.info.model_id)
+            self._idle.forget(engine.info.model_id)
             await asyncio.to_thread(
-                old.close, GenerationAborted("The model was unloaded during the generation.")
+                engine.close, GenerationAborted("The model was unloaded during the generation.")
             )
-            return old.info.model_id
+            return engine.info.model_id
 
-    def resolve(self, name: str | None) -> str | None:
-        """The registry id a request's model name means: the id itself or ``id:tag``
-        (:meth:`untagged`), else the model of the first --model-alias whose NAME (a glob)
-        matches; None (the loaded model) for any other name. An alias whose MODEL the
-        registry lacks is ModelNotFound."""
-        if not name:
-            return None
-        if name in self.registry:
-            return name
-        tagged = self.untagged(name)
-        if tagged is not None:
-            return tagged
-        for alias in self.settings.model_aliases:
-            pattern, _, target = alias.partition("=")
-            if fnmatch.fnmatchcase(name, pattern.strip()):
-                target = target.strip()
-                if target not in self.registry:
-                    raise ModelNotFound(target)
-                return target
-        return None
-
-    def untagged(self, name: str) -> str | None:
-        """The registry id of an Ollama-style ``id:tag`` name: ``:latest`` or the entry's
-        quantization (``gemma-3-270m:q4_k_m``) as the tag; None if ``name`` is not one."""
-        model_id, colon, tag = name.rpartition(":")
-        if not colon or model_id not in self.registry:
-            return None
-        spec = self.registry.get(model_id)
-        if tag.lower() in ("latest", spec.quantization.lower()):
-            return model_id
-        return None
+    # ----- engines for requests ---------------------------------------------------------
 
     async def engine_for(self, model_id: str | None) -> Engine:
-        """The engine to generate with; switches model if a request names another one.
+        """The engine of a generating model (None: the default model), loaded if needed.
+        A model of another kind is an InvalidRequest naming what it serves."""
+        return cast(Engine, await self._engine_of(model_id, "chat"))
 
-        A switch waits until the current model's in-flight sequences have finished;
-        requests arriving meanwhile wait behind it (else steady traffic for the current
-        model would keep it busy, and the switch waiting, for ever). A failed engine is
-        opened again.
-        """
-        self._refuse_if_draining()
-        while (switching := self._switching) is not None:
-            await switching.wait()
-        loading = self._loading
-        if model_id is None and self._engine is None:
-            # Unloaded for idleness: the next request loads it again, and the requests
-            # arriving during that reload wait for it (behind the lock) like the first.
-            idle = self._idle_unloaded
-            if loading is None or (idle is not None and loading.model_id == idle):
-                model_id = idle
+    async def embedder_for(
+        self, model_id: str | None, kind: ModelKind = "embedding"
+    ) -> EmbeddingEngine:
+        """The engine of an embedding (or rerank) model, loaded if needed; None: the most
+        recently used resident model of that kind, else the registry's first."""
         if model_id is None:
-            # While a first model loads, wait for it; while it downloads or is checked
-            # (minutes, perhaps), say so rather than hold the request.
-            while self._engine is None and (loading := self._loading) is not None:
-                now = loading.snapshot()
-                if now.state != "loading":
-                    done = f" ({now.percent:.0f}%)" if now.percent is not None else ""
-                    raise NoModelLoaded(
-                        f"No model is loaded yet: model '{now.model_id}' is {now.state}"
-                        f"{done}. GET /models/load/progress follows it; retry when it is ready.",
-                        retry_after=5,
-                    )
-                await asyncio.sleep(SWITCH_POLL_S)
-            engine = self._engine
-            if engine is None:
-                raise NoModelLoaded()
-            return await self._reopen(engine) if engine.failed else engine
+            of_kind = [e for e in self._residents.values() if self._kind(e) == kind]
+            if of_kind:
+                model_id = of_kind[-1].info.model_id
+            else:
+                model_id = next((s.id for s in self.registry if s.kind == kind), None)
+                if model_id is None:
+                    raise wrong_kind(self.registry, None, kind)
+        return cast(EmbeddingEngine, await self._engine_of(model_id, kind))
+
+    async def _engine_of(self, model_id: str | None, kind: ModelKind) -> Resident:
+        self._refuse_if_draining()
+        if model_id is None:
+            model_id = await self._default_id()
         spec = self.registry.get(model_id)
-        engine = self._engine
-        if engine is not None and engine.info.model_id == spec.id:
+        if spec.kind != kind:
+            raise wrong_kind(self.registry, spec, kind)
+        while (gate := self._gates.get(spec.id)) is not None:
+            await gate.wait()
+        engine = self._residents.get(spec.id)
+        if engine is not None:
+            self._used(spec.id)
             return await self._reopen(engine) if engine.failed else engine
-        # Gigabytes downloaded inside one request, while every other client waits on the
-        # switch: only explicit loads and pulls download (package models are assembled).
+        # Gigabytes downloaded inside one request: only explicit loads and pulls download
+        # (package models are assembled).
         pull = self.settings.pull_on_demand or spec.source != "hub"
         if not pull and await asyncio.to_thread(self.registry.local_path, spec) is None:
             raise ModelNotDownloaded(spec.id)
-        async with self._lock:
-            current = self._engine
-            if current is not None and current.info.model_id == spec.id and not current.failed:
-                return current
-            switched = asyncio.Event()
-            self._switching = switched
-            try:
-                while current is not None and not current.failed:
-                    stats = current.stats()
-                    if stats.active == 0 and stats.queued == 0:
-                        break
-                    await asyncio.sleep(SWITCH_POLL_S)
-                return await self._replace(spec)
-            finally:
-                self._switching = None
-                switched.set()
+        return await self._join_load(spec)
 
-    async def _reopen(self, failed: Engine) -> Engine:
-        """A fresh engine for the model of ``failed``, whose decode thread died."""
+    async def _default_id(self) -> str:
+        """The model a request naming none means: the default model; the default model
+        unloaded for idleness or room; or, while a first model loads, that one."""
+        while True:
+            default = self._default or self._idle_unloaded
+            if default is not None:
+                return default
+            loading = self._loading
+            if loading is None:
+                raise NoModelLoaded()
+            now = loading.snapshot()
+            if now.state != "loading":  # downloading or checking: minutes, perhaps
+                done = f" ({now.percent:.0f}%)" if now.percent is not None else ""
+                raise NoModelLoaded(
+                    f"No model is loaded yet: model '{now.model_id}' is {now.state}"
+                    f"{done}. GET /models/load/progress follows it; retry when it is ready.",
+                    retry_after=5,
+                )
+            await asyncio.sleep(SWITCH_POLL_S)
+
+    def _used(self, model_id: str) -> None:
+        engine = self._residents.pop(model_id, None)
+        if engine is not None:
+            self._residents[model_id] = engine  # the most recently used goes last
+        self._idle.touch(model_id)
+
+    async def _join_load(self, spec: ModelSpec) -> Resident:
+        """Load ``spec`` for a request; requests for the same model join the same load."""
+        task = self._joins.get(spec.id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load_for_request(spec))
+            self._joins[spec.id] = task
+            task.add_done_callback(self._joined)
+        return await asyncio.shield(task)
+
+    def _joined(self, task: asyncio.Task[Resident]) -> None:
+        for model_id, joined in list(self._joins.items()):
+            if joined is task:
+                del self._joins[model_id]
+        if not task.cancelled():
+            task.exception()  # retrieved: the requests that waited have it
+
+    async def _load_for_request(self, spec: ModelSpec) -> Resident:
         async with self._lock:
-            current = self._engine
+            engine = self._residents.get(spec.id)
+            if engine is None or engine.failed:
+                engine = await self._place(spec)
+            if self._idle_unloaded == spec.id or (
+                self._default is None and self._idle_unloaded is None and spec.kind == "chat"
+            ):
+                # The default model coming back, or the first chat model since none was.
+                self._default, self._idle_unloaded = spec.id, None
+            self._used(spec.id)
+            return engine
+
+    async def _reopen(self, failed: Resident) -> Resident:
+        """A fresh engine for the model of ``failed``, whose decode thread died."""
+        model_id = failed.info.model_id
+        async with self._lock:
+            current = self._residents.get(model_id)
             if current is not None and current is not failed and not current.failed:
                 return current  # another request opened it meanwhile
-            if current is None:
-                raise NoModelLoaded()
-            logger.warning("the engine of %s failed; opening it again", current.info.model_id)
-            return await self._replace(self.registry.get(current.info.model_id))
+            logger.warning("the engine of %s failed; opening it again", model_id)
+            return await self._place(self.registry.get(model_id))
 
     def _refuse_if_draining(self) -> None:
         if self._draining:
             raise GenerationAborted("The server is shutting down.")
 
-    async def _replace(self, spec: ModelSpec) -> Engine:
+    # ----- placing a model (the lock is held) -----------------------------------------------
+
+    async def _place(self, spec: ModelSpec) -> Resident:
         progress = LoadProgress(spec.id)
         self._loading = progress
         try:
-            # Fetch first: the current model keeps serving while the next one downloads.
             path = await asyncio.to_thread(self.registry.ensure_local, spec, progress)
             preflight = getattr(self._factory, "preflight", None)
-            if preflight is not None:  # a bad file must not cost the model being served
+            if preflight is not None:  # a bad file must not cost the models being served
                 await asyncio.to_thread(preflight, spec, path)
-            check_memory = getattr(self._factory, "check_memory", None)
-            if check_memory is not None:  # refused while the old model still serves
-                old_engine = self._engine
-                freed = resident_bytes(old_engine.info) if old_engine is not None else 0
-                await asyncio.to_thread(check_memory, spec, path, self.settings, freed)
+            stale = self._residents.pop(spec.id, None)  # a failed engine of this model
+            if stale is not None:
+                await asyncio.to_thread(stale.close, GenerationAborted("The engine failed."))
+            placed = await self._make_room(spec, path)
             progress.begin("loading")
-            old, self._engine = self._engine, None
-            if old is not None:
-                if old.info.model_id != spec.id:
-                    self._idle.forget(old.info.model_id)
-                # Closed first: two models at once may not fit a laptop's memory.
-                await asyncio.to_thread(
-                    old.close,
-                    GenerationAborted(
-                        f"The model was switched to '{spec.id}' during the generation."
-                    ),
-                )
-            try:
-                engine = await asyncio.to_thread(self._open, spec, path)
-            except LocalLabError:
-                if old is not None and not old.failed and old.info.model_id != spec.id:
-                    self._engine = await asyncio.to_thread(self._restore, old.info.model_id)
-                raise
-            self._engine, self._idle_unloaded = engine, None
-            self._idle.loaded()
+            settings = msgspec.structs.replace(self.settings, memory_limit=placed.bytes)
+            engine = await asyncio.to_thread(self._open, spec, path, settings)
+            self._residents[spec.id] = engine
+            self._idle.loaded(spec.id)
             self._start_reaper()
             self._last = progress.finish("ready")
             logger.info("model %s loaded", spec.id)
@@ -305,20 +335,72 @@ class ModelManager:
         finally:
             self._loading = None
 
-    def _restore(self, model_id: str) -> Engine | None:
-        """Open ``model_id`` again after another model failed to load in its place."""
-        try:
-            spec = self.registry.get(model_id)
-            engine = self._open(spec, self.registry.ensure_local(spec))
-        except Exception:
-            logger.exception("could not open %s again after a failed load", model_id)
-            return None
-        logger.info("model %s opened again after the failed load", model_id)
-        return engine
+    async def _make_room(self, spec: ModelSpec, path: Path) -> Room:
+        """Find the least recently used models whose unloading lets ``spec`` fit the
+        budget and --max-models, then unload them; refuse before closing anything when
+        no choice fits."""
+        from locallab_cpp.sysinfo import available_memory
 
-    def _open(self, spec: ModelSpec, path: Path) -> Engine:
+        check = getattr(self._factory, "check_memory", None)
+        residents = list(self._residents.values())
+        protected = {spec.id} | {m for m in self._residents if self._idle.pinned(m)}
+        recent = {m for m in self._residents if self._idle.recent(m)}
+        idle, busy = eviction_order(residents, protected, recent)
+        candidates = idle + busy
+        cap = self.settings.max_models
+        free = await asyncio.to_thread(available_memory)
+        chosen: list[Resident] = []
+        refused: LocalLabError | None = None
+        while True:
+            kept = [e for e in residents if e not in chosen]
+            placed = room(self.settings, free, kept, chosen)
+            if not cap or len(kept) < cap:
+                if check is None:
+                    break
+                limited = msgspec.structs.replace(self.settings, memory_limit=placed.bytes)
+                try:
+                    await asyncio.to_thread(check, spec, path, limited, placed.freed)
+                    break
+                except InsufficientMemory as exc:
+                    refused = exc
+            if len(chosen) == len(candidates):
+                if refused is not None:
+                    raise refused
+                raise ModelUnavailable(
+                    f"Model '{spec.id}' cannot be loaded: {cap} models are resident "
+                    "(--max-models) and each is pinned or in use. Retry later, unload one "
+                    "(POST /models/unload) or raise --max-models."
+                )
+            chosen.append(candidates[len(chosen)])
+        for engine in chosen:
+            await self._retire(engine, f"unloaded to make room for '{spec.id}'")
+        return placed
+
+    async def _retire(self, engine: Resident, why: str) -> None:
+        """Close a resident model once its generations have ended (the lock is held);
+        requests for it wait meanwhile, then load it again."""
+        model_id = engine.info.model_id
+        gate = asyncio.Event()
+        self._gates[model_id] = gate
         try:
-            return self._factory(spec, path, self.settings)
+            # A request that just got the engine may not have submitted yet: the grace.
+            while not engine.failed and (is_busy(engine) or self._idle.recent(model_id)):
+                await asyncio.sleep(SWITCH_POLL_S)
+            self._residents.pop(model_id, None)
+            self._idle.forget(model_id)
+            if model_id == self._default:
+                self._default, self._idle_unloaded = None, model_id
+            await asyncio.to_thread(
+                engine.close, GenerationAborted(f"The model was {why} during the generation.")
+            )
+            logger.info("model %s %s", model_id, why)
+        finally:
+            del self._gates[model_id]
+            gate.set()
+
+    def _open(self, spec: ModelSpec, path: Path, settings: Settings) -> Resident:
+        try:
+            return self._factory(spec, path, settings)
         except LocalLabError:
             raise
         except Exception as exc:
@@ -327,6 +409,8 @@ class ModelManager:
                 f"Model '{spec.id}' could not be loaded ({type(exc).__name__}); see the server log."
             ) from None
 
+    # ----- shutdown ------------------------------------------------------------------------
+
     async def drain(self, grace_s: float) -> None:
         """At shutdown: refuse new generations and loads, then wait up to ``grace_s``
         seconds for the running and queued ones to finish (close() ends the rest)."""
@@ -334,91 +418,15 @@ class ModelManager:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         while loop.time() < deadline:
-            engine = self._engine
-            if engine is None or engine.failed:
-                return
-            stats = engine.stats()
-            if stats.active == 0 and stats.queued == 0:
+            if not any(is_busy(e) for e in self._residents.values() if not e.failed):
                 return
             await asyncio.sleep(SWITCH_POLL_S)
 
     async def close(self) -> None:
-        """Free the engine at shutdown; a download under way stops at its next chunk."""
-        if self._reaper is not None:
-            self._reaper.cancel()
-            self._reaper = None
+        """Free every engine at shutdown; a download under way stops at its next chunk."""
+        self._stop_reaper()
         if self._loading is not None:
             self._loading.cancel()
-        old, self._engine = self._engine, None
-        if old is not None:
-            await asyncio.to_thread(old.close, GenerationAborted("The server is shutting down."))
-
-    # ----- keep-alive: unloading a model that stays idle --------------------------------
-
-    def keep_alive(self, model_id: str, seconds: float | None) -> None:
-        """The model unloads once it has been idle for ``seconds`` (None: never; 0: as
-        soon as it is idle). Set by a request that carries Ollama's ``keep_alive``; it
-        lasts until another one changes it or the model is unloaded (a model loaded again
-        starts with the server's --keep-alive). A pinned model stays loaded whatever it
-        says. Call it on the event loop: it starts the idle reaper."""
-        self._idle.set(model_id, seconds, current=model_id == self.current_id)
-        self._start_reaper()
-
-    def _start_reaper(self) -> None:
-        """Start the idle reaper if some model may unload for idleness (event loop)."""
-        if self._idle and (self._reaper is None or self._reaper.done()):
-            self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
-
-    def expires_at(self) -> float | None:
-        """Unix time at which the current model unloads if it stays idle; None: never."""
-        return self._idle.expires_at(self._engine)
-
-    async def unload_model(self, model_id: str) -> bool:
-        """Unload ``model_id`` if it is the current model, once its running and queued
-        generations have finished (new requests wait meanwhile, as for a switch); True if
-        it was unloaded. Ollama's ``keep_alive: 0`` with an empty prompt."""
-        if self.current_id != model_id:
-            return False
-        async with self._lock:
-            current = self._engine
-            if current is None or current.info.model_id != model_id:
-                return False
-            self._idle_unloaded = None  # asked for: a request naming no model finds none
-            done = asyncio.Event()
-            self._switching = done
-            try:
-                while not current.failed:
-                    stats = current.stats()
-                    if stats.active == 0 and stats.queued == 0:
-                        break
-                    await asyncio.sleep(SWITCH_POLL_S)
-                await self._close_current("The model was unloaded (keep_alive).")
-            finally:
-                self._switching = None
-                done.set()
-        return True
-
-    async def _close_current(self, why: str) -> None:
-        """Close the current engine (the lock is held)."""
-        old, self._engine = self._engine, None
-        if old is not None:
-            self._idle.forget(old.info.model_id)
-            await asyncio.to_thread(old.close, GenerationAborted(why))
-            logger.info("model %s unloaded: %s", old.info.model_id, why)
-
-    async def _reap_idle(self) -> None:
-        """Unload the current model once it has been idle for its keep-alive; ends when no
-        model has one (keep_alive() starts it again)."""
-        while self._idle:
-            await asyncio.sleep(self.keep_alive_poll_s)
-            engine = self._engine
-            if engine is None or self._lock.locked() or self._switching is not None:
-                continue
-            if not self._idle.due(engine):
-                continue
-            async with self._lock:
-                # Looked at again under the lock: a request may have started meanwhile.
-                if self._engine is engine and self._idle.due(engine):
-                    seconds = self._idle.seconds(engine.info.model_id) or 0.0
-                    await self._close_current(f"idle for {seconds:g} s (keep_alive)")
-                    self._idle_unloaded = engine.info.model_id
+        residents, self._residents = list(self._residents.values()), {}
+        for engine in residents:
+            await asyncio.to_thread(engine.close, GenerationAborted("The server is shutting down."))

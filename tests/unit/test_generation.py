@@ -297,11 +297,25 @@ def test_model_id_switches_the_model(client: Any, factory: FakeFactory, models_f
         ("beta", models_file.parent / "models" / "beta.gguf"),
     ]
     alpha, beta = factory.engines
-    assert alpha.closed and isinstance(alpha.closed_with, GenerationAborted)
-    assert not beta.closed
-    assert client.get("/models/current").json()["model_id"] == "beta"
-    # A request without model_id now uses the new model.
-    assert client.post("/generate", json={"prompt": "x"}).json()["model"] == "beta"
+    # Loaded beside alpha (it fits), and alpha stays the default model: a request
+    # without model_id means the model loaded last through /models/load.
+    assert not alpha.closed and not beta.closed
+    assert client.get("/models/current").json()["model_id"] == "alpha"
+    assert client.post("/generate", json={"prompt": "x"}).json()["model"] == "alpha"
+    again = client.post("/generate", json={"prompt": "x", "model_id": "beta"})
+    assert again.json()["model"] == "beta" and len(factory.engines) == 2
+
+
+def test_model_id_switches_the_model_when_only_one_fits(models_file: Path) -> None:
+    factory = FakeFactory()
+    with make_client(models_file, factory, max_models=1) as client:
+        response = client.post("/generate", json={"prompt": "x", "model_id": "beta"})
+        assert response.status_code == 200, response.text
+        alpha, beta = factory.engines
+        assert alpha.closed and isinstance(alpha.closed_with, GenerationAborted)
+        assert not beta.closed
+        resident = client.get("/system/info").json()["resident_models"]
+        assert [m["model_id"] for m in resident] == ["beta"]
 
 
 def test_unknown_model_id_is_404(client: Any, factory: FakeFactory) -> None:
@@ -313,6 +327,7 @@ def test_unknown_model_id_is_404(client: Any, factory: FakeFactory) -> None:
 
 
 def test_switch_waits_for_in_flight_generations(models_file: Path) -> None:
+    """With room for one model, a request for another waits for the generation."""
     import threading
 
     gate = threading.Event()
@@ -333,7 +348,7 @@ def test_switch_waits_for_in_flight_generations(models_file: Path) -> None:
         assert r1.json()["response"].startswith("Echo: first")
         assert r2.status_code == 200 and r2.json()["model"] == "beta"
 
-    run_async(models_file, factory, scenario)
+    run_async(models_file, factory, scenario, max_models=1)
 
 
 def test_unload_ends_in_flight_generation_with_503(models_file: Path) -> None:

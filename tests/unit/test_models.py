@@ -76,7 +76,17 @@ def test_load_and_current(client: Any, factory: FakeFactory) -> None:
     assert info["size_bytes"] == 2000
     assert info["chat_format"] is None
     assert before <= info["loaded_at"] <= time.time()
-    assert factory.engines[0].closed  # alpha was replaced
+    # alpha stays resident beside it; beta, loaded last, is the default model.
+    assert not factory.engines[0].closed
+    resident = {m["model_id"]: m for m in info["resident"]}
+    assert set(resident) == {"alpha", "beta"}
+    assert resident["beta"]["is_default"] and not resident["alpha"]["is_default"]
+    assert resident["beta"]["kind"] == "chat" and resident["beta"]["memory_bytes"] >= 2000
+    assert [m["model_id"] for m in info["resident"]] == ["beta", "alpha"]  # most recent first
+    unload = client.post("/models/unload", params={"model_id": "alpha"})
+    assert unload.status_code == 200 and unload.json()["model_id"] == "alpha"
+    assert factory.engines[0].closed
+    assert client.get("/models/current").json()["model_id"] == "beta"
 
 
 def test_loading_the_loaded_model_keeps_it(client: Any, factory: FakeFactory) -> None:

@@ -29,6 +29,7 @@ from locallab_cpp.engine.types import GenerationInput, SamplingParams
 from locallab_cpp.models import idle, sizing
 from locallab_cpp.models.gguf_shape import with_file_shape
 from locallab_cpp.models.manager import ModelManager
+from locallab_cpp.models.placement import held_bytes
 from locallab_cpp.models.registry import Registry
 
 CODER_TEMPLATE = (
@@ -222,7 +223,11 @@ def test_ps_reports_the_resident_model(client: TestClient[Any], registry_file: P
     path = registry_file.parent / "coder.gguf"
     assert entry["name"] == entry["model"] == "coder:latest"
     assert entry["digest"] == _sha(path)
-    assert entry["size"] == path.stat().st_size + 4096  # the file and the fake's KV cache
+    manager: ModelManager = client.app.state.models
+    engine = manager.resident("coder")
+    assert engine is not None
+    # What the model holds by the memory estimate: the file, the fake's KV cache, buffers.
+    assert entry["size"] == held_bytes(engine) > path.stat().st_size + 4096
     assert entry["size_vram"] == 0
     assert entry["context_length"] == 64
     assert "2200" > entry["expires_at"] > "2020"  # the default keep-alive: 5 minutes

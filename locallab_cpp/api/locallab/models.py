@@ -20,6 +20,7 @@ from locallab_cpp.api.locallab.protocol import (
     LoadProgressBody,
     StatusResponse,
 )
+from locallab_cpp.api.locallab.residents import resident_models
 from locallab_cpp.config import Settings
 from locallab_cpp.errors import NotFound
 from locallab_cpp.http.sse import DONE, EventStream, event_stream
@@ -120,11 +121,12 @@ class ModelsController(Controller):
             return event_stream(_progress_events(models))
         return progress_body(models.progress())
 
-    @get("/current", summary="The loaded model")
+    @get("/current", summary="The default model, and every resident one")
     async def current(self, models: NamedDependency[ModelManager]) -> CurrentModel:
-        """Details of the loaded model; while none is loaded but one is on its way, its
-        progress; else 404."""
-        engine = models.engine
+        """Details of the default model (the one loaded last through /models/load, which
+        requests naming no model get) and, in ``resident``, of every model held in memory;
+        while the default is not loaded but one is on its way, its progress; else 404."""
+        engine = models.resident(models.current_id) if models.current_id else None
         loading = _active(models)
         if engine is None:
             if loading is None or loading.model_id is None:
@@ -142,6 +144,7 @@ class ModelsController(Controller):
                 description=spec.description,
                 is_loaded=False,
                 loading=loading,
+                resident=resident_models(models),
             )
         info = engine.info
         return CurrentModel(
@@ -156,6 +159,7 @@ class ModelsController(Controller):
             loaded_at=info.loaded_at,
             parallel=info.parallel,
             loading=loading,
+            resident=resident_models(models),
         )
 
     @get("/available", summary="Every model of the registry")
@@ -170,7 +174,7 @@ class ModelsController(Controller):
         entries = []
         for entry in listed:
             spec = entry.spec
-            is_loaded = spec.id == current
+            is_loaded = models.resident(spec.id) is not None
             entries.append(
                 AvailableModel(
                     id=spec.id,
@@ -195,9 +199,18 @@ class ModelsController(Controller):
             models=entries, current_model=current, available_memory_bytes=free, loading=loading
         )
 
-    @post("/unload", status_code=200, summary="Unload the current model")
-    async def unload(self, models: NamedDependency[ModelManager]) -> StatusResponse:
-        """Free the model's memory; succeeds also when nothing was loaded."""
-        unloaded = await models.unload()
+    @post("/unload", status_code=200, summary="Unload the default model, or a named one")
+    async def unload(
+        self,
+        models: NamedDependency[ModelManager],
+        model_id: str | None = Parameter(
+            default=None,
+            max_length=200,
+            description="The resident model to unload; absent: the default model.",
+        ),
+    ) -> StatusResponse:
+        """Free a model's memory; succeeds also when it was not loaded."""
+        target = models.resolve(model_id) or model_id if model_id else None
+        unloaded = await models.unload(target)
         message = f"Model '{unloaded}' unloaded." if unloaded else "No model was loaded."
         return StatusResponse(status="success", message=message, model_id=unloaded)

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from locallab_cpp.api.locallab.residents import ResidentModel
+
 # Defaults of the reference (decisions.md, "Generation parameters").
 DEFAULT_MAX_LENGTH = 8192
 DEFAULT_TEMPERATURE = 0.7
@@ -242,6 +244,8 @@ class CurrentModel(msgspec.Struct, kw_only=True):
     description: str = ""
     loading: LoadProgressBody | None = None
     """A load under way (of this or another model), if any."""
+    resident: list[ResidentModel] = msgspec.field(default_factory=list)
+    """Every model held in memory (this one among them), the most recently used first."""
 
 
 class AvailableModel(msgspec.Struct, kw_only=True):
@@ -396,3 +400,5 @@ class SystemInfo(msgspec.Struct, kw_only=True):
     llama_cpp: LlamaCppInfo
     loading: str | None
     """Id of a model being loaded, if any."""
+    resident_models: list[ResidentModel] = msgspec.field(default_factory=list)
+    """Every model held in memory, the most recently used first."""

@@ -121,8 +121,8 @@ async def _engine(
     models: ModelManager, model_id: str, timing: Timing, settings: Settings
 ) -> Engine:
     """The model's engine; the time a load this request caused took goes to ``timing``."""
-    current = models.engine
-    loaded = current is not None and current.info.model_id == model_id and not current.failed
+    current = models.resident(model_id)
+    loaded = current is not None and not current.failed
     started = time.perf_counter_ns()
     engine = await models.engine_for(model_id)
     if not loaded:

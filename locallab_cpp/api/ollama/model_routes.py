@@ -45,6 +45,7 @@ from locallab_cpp.errors import InvalidRequest, LoadConflict, ModelUnavailable
 from locallab_cpp.http.ndjson import NdjsonStream, ndjson_stream
 from locallab_cpp.models.catalog import describe
 from locallab_cpp.models.manager import ModelManager
+from locallab_cpp.models.placement import held_bytes
 
 OLLAMA_VERSION = "0.21.1"
 """What GET /api/version reports. Clients gate features on it: VS Code Copilot's Ollama
@@ -69,8 +70,8 @@ def _tag(v: ModelView) -> TagModel:
 def _n_ctx(models: ModelManager, model_id: str) -> int:
     """Tokens one request can use: the loaded engine's slot context if it is this model,
     else what the server would give it at its settings (sizing.plan). Blocking."""
-    engine = models.engine
-    if engine is not None and engine.info.model_id == model_id:
+    engine = models.resident(model_id)
+    if engine is not None:
         return engine.info.n_ctx
     return describe(models.registry, models.registry.get(model_id), models.settings).context_length
 
@@ -88,32 +89,33 @@ def _show(models: ModelManager, model_id: str, name: str, verbose: bool) -> Show
 
 
 def _running(models: ModelManager) -> list[RunningModel]:
-    engine = models.engine
-    if engine is None:
-        return []
-    info = engine.info
-    found = view(models.registry, models.registry.get(info.model_id))
-    if found is None:
-        return []
-    size = found.size + int(info.details.get("kv_cache_bytes", 0) or 0)
-    layers = found.spec.layers
-    if found.info is not None and not layers:
-        block_count = found.info.metadata.get(f"{found.info.architecture}.block_count")
-        layers = block_count if isinstance(block_count, int) else 0
-    on_gpu = info.n_gpu_layers
-    share = 0.0 if on_gpu <= 0 else 1.0 if not layers or on_gpu >= layers else on_gpu / layers
-    return [
-        RunningModel(
-            name=ollama_name(found.spec),
-            model=ollama_name(found.spec),
-            size=size,
-            size_vram=int(size * share),
-            digest=found.digest,
-            details=details(found),
-            expires_at=expiry(models.expires_at(), time.time()),
-            context_length=info.n_ctx,
+    """The resident models, the most recently used first, with what each holds."""
+    running = []
+    for engine in reversed(models.residents()):
+        info = engine.info
+        found = view(models.registry, models.registry.get(info.model_id))
+        if found is None:
+            continue
+        size = held_bytes(engine)
+        layers = found.spec.layers
+        if found.info is not None and not layers:
+            block_count = found.info.metadata.get(f"{found.info.architecture}.block_count")
+            layers = block_count if isinstance(block_count, int) else 0
+        on_gpu = info.n_gpu_layers
+        share = 0.0 if on_gpu <= 0 else 1.0 if not layers or on_gpu >= layers else on_gpu / layers
+        running.append(
+            RunningModel(
+                name=ollama_name(found.spec),
+                model=ollama_name(found.spec),
+                size=size,
+                size_vram=int(size * share),
+                digest=found.digest,
+                details=details(found),
+                expires_at=expiry(models.expires_at(info.model_id), time.time()),
+                context_length=info.n_ctx,
+            )
         )
-    ]
+    return running
 
 
 class OllamaModelsController(Controller):
@@ -170,10 +172,10 @@ class OllamaModelsController(Controller):
         model_id = model_of(models, data.named)
         spec = models.registry.get(model_id)
         loading = models.loading
-        if models.current_id == model_id or (loading and loading.model_id == model_id):
+        if models.resident(model_id) is not None or (loading and loading.model_id == model_id):
             raise LoadConflict(
                 f"Model '{model_id}' is loaded (or loading): unload it first (POST "
-                "/models/unload, or a request with keep_alive 0), then delete it."
+                "/models/unload?model_id=..., or a request with keep_alive 0), then delete it."
             )
         if spec.source != "hub":
             what = "ships in a Python package" if spec.source == "package" else "is a local file"

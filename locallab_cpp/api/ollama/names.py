@@ -51,7 +51,6 @@ def model_of(models: ModelManager, name: str | None, *, on_disk: bool = True) ->
         raise not_found(name or "")
     if on_disk:
         spec = models.registry.get(model_id)
-        current = models.current_id
-        if current != model_id and models.registry.local_path(spec) is None:
+        if models.resident(model_id) is None and models.registry.local_path(spec) is None:
             raise not_pulled(name or model_id, model_id)
     return model_id

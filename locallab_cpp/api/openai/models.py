@@ -13,32 +13,37 @@ from locallab_cpp.api.openai.responses import ModelCard, ModelList
 from locallab_cpp.errors import ModelNotFound
 from locallab_cpp.models.catalog import CatalogEntry, catalog, describe
 from locallab_cpp.models.manager import ModelManager
+from locallab_cpp.models.placement import held_bytes
 
 
 def card(entry: CatalogEntry, models: ModelManager) -> ModelCard:
     """One model in OpenAI's shape, with its effective context length.
 
-    ``created`` is when the loaded model was loaded; for the others, which have no such
-    moment, 0.
+    ``created`` is when a resident model was loaded; for the others, which have no such
+    moment, 0. ``meta`` says what the model serves (``kind``) and, for a resident one, the
+    memory it holds.
     """
-    engine = models.engine
-    loaded = engine is not None and engine.info.model_id == entry.spec.id
-    # The loaded engine knows its real slot context; the catalog predicts the same number.
-    context = engine.info.n_ctx if engine is not None and loaded else entry.context_length
+    engine = models.resident(entry.spec.id)
+    # A resident engine knows its real slot context; the catalog predicts the same number.
+    context = engine.info.n_ctx if engine is not None else entry.context_length
+    meta: dict[str, object] = {
+        "name": entry.spec.display_name,
+        "kind": entry.spec.kind,
+        "parameters": entry.spec.parameters,
+        "quantization": entry.spec.quantization,
+        "size_bytes": entry.size_bytes,
+    }
+    if engine is not None:
+        meta["memory_bytes"] = held_bytes(engine)
     return ModelCard(
         id=entry.spec.id,
         object="model",
-        created=int(engine.info.loaded_at) if engine is not None and loaded else 0,
+        created=int(engine.info.loaded_at) if engine is not None else 0,
         owned_by=OWNED_BY,
         context_length=context,
         max_model_len=context,
-        loaded=loaded,
-        meta={
-            "name": entry.spec.display_name,
-            "parameters": entry.spec.parameters,
-            "quantization": entry.spec.quantization,
-            "size_bytes": entry.size_bytes,
-        },
+        loaded=engine is not None,
+        meta=meta,
     )
 
 
