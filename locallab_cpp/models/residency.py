@@ -34,7 +34,8 @@ def wrong_kind(registry: Registry, spec: ModelSpec | None, wanted: ModelKind) ->
     others = [s.id for s in registry if s.kind == wanted]
     listed = ", ".join(others[:8]) if others else "none in the registry (add one to models.toml)"
     head = (
-        f"Model '{spec.id}' is a {spec.kind} model: it serves {_SERVES[spec.kind]}, not "
+        f"Model '{spec.id}' is {'an' if spec.kind[0] in 'aeiou' else 'a'} {spec.kind} "
+        f"model: it serves {_SERVES[spec.kind]}, not "
         if spec is not None
         else "No model serves "
     )
