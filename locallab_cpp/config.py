@@ -131,6 +131,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     automatic choices (context, slots, KV pool) and can_load may count on, when less than
     the machine has free; 0 means what the machine has free (models/placement.py)."""
 
+    gpu_memory_limit: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """The GPU memory budget, in bytes, of the layers all resident models offload; 0
+    means what the GPUs have free (llama.cpp's device report). Not used on a CPU build."""
+
     max_models: Annotated[int, msgspec.Meta(ge=0, le=64)] = 4
     """Most models resident at once (a chat, an autocomplete, an embedding and a rerank
     model, say); loading one more unloads the least recently used idle one first. 0: as

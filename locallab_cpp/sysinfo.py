@@ -81,3 +81,41 @@ def snapshot() -> dict[str, Any]:
 def available_memory() -> int:
     """Bytes of memory the machine can still give out."""
     return int(psutil.virtual_memory().available)
+
+
+_GPU_TYPES = (1, 2)
+"""ggml_backend_dev_type values of GPUs: a discrete GPU and an integrated one."""
+
+
+def gpu_free_memory() -> int | None:
+    """Bytes free on the GPUs llama.cpp can offload to (summed), as its backends report
+    them; None when this build has no GPU device (a CPU build). Cheap; call it off the
+    event loop all the same (a driver call)."""
+    import ctypes
+
+    import llama_cpp
+
+    lib = llama_cpp.llama_cpp._lib
+    try:
+        count_fn, get_fn = lib.ggml_backend_dev_count, lib.ggml_backend_dev_get
+        type_fn, memory_fn = lib.ggml_backend_dev_type, lib.ggml_backend_dev_memory
+    except AttributeError:  # an older build without the device API
+        return None
+    count_fn.restype = ctypes.c_size_t
+    get_fn.argtypes, get_fn.restype = [ctypes.c_size_t], ctypes.c_void_p
+    type_fn.argtypes, type_fn.restype = [ctypes.c_void_p], ctypes.c_int
+    memory_fn.argtypes = [
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_size_t),
+        ctypes.POINTER(ctypes.c_size_t),
+    ]
+    memory_fn.restype = None
+    total_free, found = 0, False
+    for index in range(int(count_fn())):
+        device = get_fn(index)
+        if not device or type_fn(device) not in _GPU_TYPES:
+            continue
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        memory_fn(device, ctypes.byref(free), ctypes.byref(total))
+        total_free, found = total_free + int(free.value), True
+    return total_free if found else None

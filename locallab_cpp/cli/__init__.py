@@ -40,6 +40,7 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--kv-pool-tokens", "kv_pool_tokens", int),
     ("--memory-limit", "memory_limit", int),
     ("--max-models", "max_models", int),
+    ("--gpu-memory-limit", "gpu_memory_limit", int),
     ("--n-batch", "n_batch", int),
     ("--queue-size", "queue_size", int),
     ("--max-generation-s", "max_generation_s", float),

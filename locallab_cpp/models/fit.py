@@ -45,6 +45,49 @@ def resident_bytes(info: EngineInfo) -> int:
     return info.size_bytes + kv + vocab * sizing.TOKENIZER_BYTES + logits + activations
 
 
+def gpu_share(n_gpu_layers: int | None, layers: int) -> float:
+    """The part of a model's layers offloaded to the GPU with ``n_gpu_layers`` (None or
+    negative: all of them, as the engine reads the setting on a GPU build)."""
+    if n_gpu_layers is None or n_gpu_layers < 0:
+        return 1.0
+    if n_gpu_layers == 0:
+        return 0.0
+    return 1.0 if not layers else min(1.0, n_gpu_layers / layers)
+
+
+def gpu_layers_of(info: EngineInfo) -> float:
+    """The part of a resident model's layers on the GPU."""
+    layers = int(info.details.get("n_layer", 0) or 0)
+    return gpu_share(info.n_gpu_layers, layers) if info.n_gpu_layers > 0 else 0.0
+
+
+def check_gpu(shaped: ModelSpec, settings: Settings, planned: sizing.MemoryPlan) -> None:
+    """Raise InsufficientMemory when the offloaded layers (their share of the weights and
+    KV cache) do not fit the GPU budget: ``gpu_memory_limit`` (the manager sets it to what
+    the other resident models leave) else the GPUs' free memory. No GPU: nothing to do."""
+    from locallab_cpp.sysinfo import gpu_free_memory
+
+    share = gpu_share(settings.n_gpu_layers, shaped.layers)
+    free = gpu_free_memory() if share else None
+    if free is None:
+        return
+    room = min(free, settings.gpu_memory_limit) if settings.gpu_memory_limit else free
+    need = int(planned.need_bytes * share)
+    if need <= room:
+        return
+    layers = shaped.layers
+    fewer = int(layers * room / planned.need_bytes) if layers else 0
+    advice = (
+        f"Offload fewer layers (--n-gpu-layers {fewer} of {layers}), or unload a model."
+        if 0 < fewer < layers
+        else "Run it on the CPU (--n-gpu-layers 0), or unload a model."
+    )
+    raise InsufficientMemory(
+        f"Model '{shaped.id}' does not fit in the GPU's memory: its offloaded layers need "
+        f"{_amount(need)} and {_amount(room)} is free. {advice}"
+    )
+
+
 def available_after(settings: Settings, freed: int) -> int:
     """The memory the plan may count on once ``freed`` bytes are given back."""
     from locallab_cpp.sysinfo import available_memory as machine_free
@@ -111,6 +154,7 @@ def check_fits(
     available = available_after(settings, freed)
     planned = sizing.plan(shaped, settings, available, size)
     if planned.fits:
+        check_gpu(shaped, settings, planned)
         return planned
     need, have = _amount(planned.need_bytes), _amount(available)
     found = suggestions(shaped, settings, available, size, planned)

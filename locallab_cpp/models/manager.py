@@ -31,8 +31,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-import msgspec
-
 from locallab_cpp.config import Settings
 from locallab_cpp.engine.base import EmbeddingEngine, Engine, Resident
 from locallab_cpp.errors import (
@@ -313,8 +311,7 @@ class ModelManager(KeepAliveMixin):
                 await asyncio.to_thread(stale.close, GenerationAborted("The engine failed."))
             placed = await self._make_room(spec, path)
             progress.begin("loading")
-            settings = msgspec.structs.replace(self.settings, memory_limit=placed.bytes)
-            engine = await asyncio.to_thread(self._open, spec, path, settings)
+            engine = await asyncio.to_thread(self._open, spec, path, placed.limits(self.settings))
             self._residents[spec.id] = engine
             self._idle.loaded(spec.id)
             self._start_reaper()
@@ -339,7 +336,7 @@ class ModelManager(KeepAliveMixin):
         """Find the least recently used models whose unloading lets ``spec`` fit the
         budget and --max-models, then unload them; refuse before closing anything when
         no choice fits."""
-        from locallab_cpp.sysinfo import available_memory
+        from locallab_cpp.sysinfo import available_memory, gpu_free_memory
 
         check = getattr(self._factory, "check_memory", None)
         residents = list(self._residents.values())
@@ -349,17 +346,19 @@ class ModelManager(KeepAliveMixin):
         candidates = idle + busy
         cap = self.settings.max_models
         free = await asyncio.to_thread(available_memory)
+        gpu_free = await asyncio.to_thread(gpu_free_memory)
         chosen: list[Resident] = []
         refused: LocalLabError | None = None
         while True:
             kept = [e for e in residents if e not in chosen]
-            placed = room(self.settings, free, kept, chosen)
+            placed = room(self.settings, free, kept, chosen, gpu_free)
             if not cap or len(kept) < cap:
                 if check is None:
                     break
-                limited = msgspec.structs.replace(self.settings, memory_limit=placed.bytes)
                 try:
-                    await asyncio.to_thread(check, spec, path, limited, placed.freed)
+                    await asyncio.to_thread(
+                        check, spec, path, placed.limits(self.settings), placed.freed
+                    )
                     break
                 except InsufficientMemory as exc:
                     refused = exc

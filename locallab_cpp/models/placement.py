@@ -19,9 +19,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import msgspec
+
 from locallab_cpp.config import Settings
 from locallab_cpp.engine.base import Resident
-from locallab_cpp.models.fit import resident_bytes
+from locallab_cpp.models.fit import gpu_layers_of, resident_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,14 @@ class Room:
     freed: int
     """What unloading ``evicted`` gives back beyond their mapped files."""
     evicted: tuple[str, ...] = ()
+    gpu_bytes: int = 0
+    """What the new model's offloaded layers may take on the GPUs (0: no GPU counted)."""
+
+    def limits(self, settings: Settings) -> Settings:
+        """``settings`` with this room as the load's memory and GPU budgets."""
+        return msgspec.structs.replace(
+            settings, memory_limit=self.bytes, gpu_memory_limit=self.gpu_bytes
+        )
 
 
 def held_bytes(engine: Resident) -> int:
@@ -40,20 +50,34 @@ def held_bytes(engine: Resident) -> int:
     return resident_bytes(engine.info)
 
 
+def gpu_bytes(engine: Resident) -> int:
+    """What a resident model's offloaded layers hold on the GPU, by the same estimate."""
+    return int(held_bytes(engine) * gpu_layers_of(engine.info))
+
+
 def room(
     settings: Settings,
     machine_free: int,
     kept: Iterable[Resident],
     evicted: Iterable[Resident] = (),
+    gpu_free: int | None = None,
 ) -> Room:
     """The room for a new model beside the ``kept`` resident models, once ``evicted`` are
-    unloaded, on a machine with ``machine_free`` bytes available now."""
+    unloaded, on a machine with ``machine_free`` bytes available now (and ``gpu_free`` on
+    its GPUs; None: no GPU). GPU allocations are real ones, so the resident models' are
+    already off ``gpu_free``; the evicted models' come back."""
     kept, evicted = list(kept), list(evicted)
     freed = sum(max(0, held_bytes(e) - e.info.size_bytes) for e in evicted)
     free = machine_free - sum(e.info.size_bytes for e in kept) + freed
     if settings.memory_limit:
         free = min(free, settings.memory_limit - sum(held_bytes(e) for e in kept))
-    return Room(max(1, free), freed, tuple(e.info.model_id for e in evicted))
+    gpu = 0
+    if gpu_free is not None:
+        gpu = gpu_free + sum(gpu_bytes(e) for e in evicted)
+        if settings.gpu_memory_limit:
+            gpu = min(gpu, settings.gpu_memory_limit - sum(gpu_bytes(e) for e in kept))
+        gpu = max(1, gpu)
+    return Room(max(1, free), freed, tuple(e.info.model_id for e in evicted), gpu)
 
 
 def is_busy(engine: Resident) -> bool:

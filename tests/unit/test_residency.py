@@ -20,7 +20,7 @@ from helpers import make_settings
 
 from locallab_cpp import sysinfo
 from locallab_cpp.config import Settings
-from locallab_cpp.engine.base import Resident
+from locallab_cpp.engine.base import EngineInfo, Resident
 from locallab_cpp.engine.types import GenerationInput, SamplingParams
 from locallab_cpp.errors import InsufficientMemory, InvalidRequest
 from locallab_cpp.models import idle, placement
@@ -282,3 +282,63 @@ def test_a_model_of_another_kind_is_a_clear_400(registry: Path) -> None:
         await manager.close()
 
     asyncio.run(scenario())
+
+
+# ----- GPU memory --------------------------------------------------------------------------
+
+
+class _Offloaded:
+    """A resident model with ``layers_on`` of its 10 layers on the GPU."""
+
+    def __init__(self, model_id: str, size: int, layers_on: int) -> None:
+        self.info = EngineInfo(
+            model_id=model_id,
+            name=model_id,
+            description="",
+            n_ctx=512,
+            n_ctx_train=512,
+            n_gpu_layers=layers_on,
+            parallel=1,
+            size_bytes=size,
+            chat_format=None,
+            loaded_at=0.0,
+            details={"n_layer": 10},
+        )
+
+
+def test_the_gpu_room_counts_offloaded_layers(registry: Path) -> None:
+    settings = make_settings(registry)
+    whole, half = _Offloaded("a", 4000, 10), _Offloaded("b", 4000, 5)
+    # No GPU: nothing counted.
+    assert placement.room(settings, 50_000, [whole]).gpu_bytes == 0
+    # GPU allocations are real: the residents' are already off the free figure, and an
+    # evicted model's offloaded share (all of a, half of b) comes back.
+    assert placement.room(settings, 50_000, [whole, half], gpu_free=1000).gpu_bytes == 1000
+    assert placement.room(settings, 50_000, [half], [whole], gpu_free=1000).gpu_bytes == 5000
+    assert placement.room(settings, 50_000, [whole], [half], gpu_free=1000).gpu_bytes == 3000
+    capped = make_settings(registry, gpu_memory_limit=6000)
+    assert placement.room(capped, 50_000, [whole], gpu_free=10_000).gpu_bytes == 2000
+
+
+def test_a_model_whose_offloaded_layers_do_not_fit_the_gpu_is_refused(
+    registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from locallab_cpp.models import fit, sizing
+
+    spec = ModelSpec(id="big", path="big.gguf", layers=32)
+    planned = sizing.MemoryPlan(
+        n_ctx_slot=4096,
+        parallel=1,
+        pool_tokens=4096,
+        kv_bytes=0,
+        need_bytes=8 * sizing.GIB,
+        available_bytes=64 * sizing.GIB,
+        reason="",
+    )
+    monkeypatch.setattr(sysinfo, "gpu_free_memory", lambda: 4 * sizing.GIB)
+    with pytest.raises(InsufficientMemory, match=r"GPU's memory.*--n-gpu-layers 16 of 32"):
+        fit.check_gpu(spec, make_settings(registry), planned)
+    fit.check_gpu(spec, make_settings(registry, n_gpu_layers=12), planned)  # 3 GiB: fits
+    fit.check_gpu(spec, make_settings(registry, n_gpu_layers=0), planned)  # CPU only
+    monkeypatch.setattr(sysinfo, "gpu_free_memory", lambda: None)  # a CPU build
+    fit.check_gpu(spec, make_settings(registry), planned)

@@ -160,6 +160,7 @@ class LoadedModel:
             "description": self.model.desc(),
             "n_params": self.model.n_params(),
             "n_vocab": self.model.n_vocab(),
+            "n_layer": shaped.layers,
             "threads": self.threads,
             "n_batch": settings.n_batch,
             "quantization": spec.quantization,
