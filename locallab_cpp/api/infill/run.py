@@ -91,6 +91,7 @@ async def start(engine: Engine, data: InfillRequest, running: Running | None = N
         sampling=sampling_of(data),
         max_tokens=max_tokens,
         stop=tuple(s for s in data.stop or () if s),
+        checkpoint_at=built.checkpoint_at,
     )
     [handle] = generation.submit(engine, [inp])
     if running is not None:
