@@ -340,13 +340,19 @@ def embeddings_phase(args: argparse.Namespace) -> dict[str, Any]:
     overlay, gguf = embed_overlay(folder)
     vocab = Llama(str(gguf), vocab_only=True, verbose=False)
 
-    def chunk(i: int) -> str:
-        words = [f"item {i}-{k} holds {k * 3 % 11} units." for k in range(400)]
+    def chunk(tag: str, i: int) -> str:
+        # The tag comes first: no two inputs of the run share a prefix a cache could reuse.
+        words = [
+            f"[{tag}] item {i}",
+            *(f"item {i}-{k} holds {k * 3 % 11} units." for k in range(400)),
+        ]
         ids = vocab.tokenize(" ".join(words).encode(), add_bos=False, special=False)
         return vocab.detokenize(ids[: EMBED_CHUNK_TOKENS - 2]).decode("utf-8", "replace")
 
-    texts = [chunk(i) for i in range(args.batch * args.batches)]
-    batches = [texts[i : i + args.batch] for i in range(0, len(texts), args.batch)]
+    def batches_of(tag: str) -> list[list[str]]:
+        texts = [chunk(tag, i) for i in range(args.batch * args.batches)]
+        return [texts[i : i + args.batch] for i in range(0, len(texts), args.batch)]
+
     ours_port, theirs_port = bench.free_port(), bench.free_port()
     ours_cmd = our_command(ours_port, args, overlay, "gemma-3-270m")
     extra = ["--embeddings", "--pooling", "mean", "-ub", str(EMBED_CHUNK_TOKENS)]
@@ -366,12 +372,13 @@ def embeddings_phase(args: argparse.Namespace) -> dict[str, Any]:
                 "any",
             ),
         }
-        for http, model in clients.values():
-            embeddings_rate(http, model, batches[:1])  # loads ours, warms both
+        for name, (http, model) in clients.items():
+            embeddings_rate(http, model, batches_of(f"warm {name}")[:1])  # loads ours
         for round_no in range(args.rounds):
             order = list(clients) if round_no % 2 == 0 else list(reversed(clients))
             for name in order:
                 http, model = clients[name]
+                batches = batches_of(f"{name} {round_no} {random.randrange(16**8):08x}")
                 rates[name].append(embeddings_rate(http, model, batches))
             print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     return {"commands": {"ours": ours_cmd, "llama-server": theirs_cmd}, "rates": rates}
