@@ -150,6 +150,11 @@ class GenerationInput:
     keep_special: tuple[str, ...] = ()
     """Control tokens to keep in the text, by their text (tool-call markers such as Mistral's
     ``[TOOL_CALLS]``, which a parser must see); other control tokens never reach the text."""
+    checkpoint_at: int | None = None
+    """A prompt position where the client's next prompt is likely to part from this one (a
+    FIM prompt: a little before the cursor). A sliding-window model's cache can only be cut
+    back to a window checkpoint (engine/llama/windows.py), taken by default only near the
+    prompt's end; this asks for one more here. Ignored by models without a window."""
 
     def copies(self) -> list[GenerationInput]:
         """The ``n`` single sequences this input stands for, in order: ``n`` set to 1 and,

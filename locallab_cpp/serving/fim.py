@@ -18,6 +18,16 @@ clients do not send them); otherwise each chunk goes in as plain text after a
 ``suffix`` request gets the classic three-token prompt. Unlike llama-server, BOS (for
 models that want one) comes first, before the extra block, where a sequence starts.
 
+A typing user's next request shares this one's tokens up to the edit, which is near the
+cursor: the extra block and the prefix come first, so all of them but the last lines are
+the same (Qwen's prefix-suffix-middle order puts nothing that changes before the prefix).
+A model with full attention reuses its cache up to the first changed token as it is. A
+sliding-window model (Gemma 3) can only resume at a window checkpoint, which the engine
+takes a few tokens before a prompt's end, after the suffix, past any edit; so the prompt
+also names ``checkpoint_at``: CURSOR_CHECKPOINT_BACK tokens before the end of the prefix,
+where the engine takes one more checkpoint. An edit in the last lines before the cursor
+then computes those lines, the current line and the suffix again, not the whole prompt.
+
 Client text is tokenized with control-token parsing off: code that contains
 ``<|fim_prefix|>`` cannot forge the layout.
 
@@ -42,6 +52,10 @@ from locallab_cpp.serving.generation import OFFLOOP_TOKENIZE_CHARS
 
 Tokenize = Callable[[str], list[int]]
 
+CURSOR_CHECKPOINT_BACK = 128
+"""Tokens of the prefix before the cursor that a window checkpoint leaves out (about ten
+lines of code): an edit within them still resumes from the checkpoint."""
+
 PROJECT_HEADER = "myproject\n"
 CURRENT_FILE = "filename"
 """Placeholders of the repository-level layout (clients send neither name)."""
@@ -64,6 +78,9 @@ class FimPrompt:
     """Whether the budget cut the prefix, the suffix, the prompt or extra chunks."""
     extra_chunks: int
     """How many extra chunks it holds."""
+    checkpoint_at: int | None = None
+    """Where a typing user's next prompt likely parts from this one, a little before the
+    cursor (GenerationInput.checkpoint_at); None for a prompt with no prefix."""
 
 
 def build(
@@ -107,7 +124,9 @@ def build(
         *suffix_ids,
         fim.mid,
     )
-    return FimPrompt(tokens=tokens, truncated=truncated, extra_chunks=kept)
+    prefix_start = len(head) + len(extra_ids) + 1  # after PRE
+    at = prefix_start + max(0, len(prefix_ids) - CURSOR_CHECKPOINT_BACK) if prefix_ids else None
+    return FimPrompt(tokens=tokens, truncated=truncated, extra_chunks=kept, checkpoint_at=at)
 
 
 def _extra(

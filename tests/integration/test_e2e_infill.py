@@ -7,7 +7,10 @@ tokens: its /infill is a 400."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -118,3 +121,79 @@ def test_both_suffix_paths_still_fill_in_the_middle(http: httpx.Client) -> None:
     assert r.json()["done"] is True and r.json()["prompt_eval_count"] > 5
     r = http.post("/v1/completions", json={"model": PLAIN_MODEL, "prompt": "a", "suffix": "b"})
     assert r.status_code == 400 and "fill-in-the-middle" in r.json()["error"]["message"]
+
+
+# ----- a typing user: superseded requests, the cached prefix ----------------------------
+
+CODE = "".join(f"total_{i} = add({i}, {i * 7}) + scale(value_{i})\n" for i in range(110))
+"""About 1,500 tokens of code for a prefix (a long prompt takes the server's one llama.cpp
+thread seconds to compute, so a request sent right after it finds it still running)."""
+
+
+def _post_timed(base_url: str, data: dict[str, object], agent: str, out: list[object]) -> None:
+    started = time.monotonic()
+    with httpx.Client(base_url=base_url, timeout=300) as c:
+        r = c.post("/infill", json=data, headers={"user-agent": agent})
+    out.extend([r, started, time.monotonic()])
+
+
+def _overlap(srv: ServerProcess, agents: tuple[str, str]) -> tuple[list[Any], list[Any]]:
+    """Two /infill requests on the long prefix, the second sent 0.3 s after the first;
+    each as [response, sent at, answered at]."""
+    data = {**REQUEST, "input_prefix": CODE, "n_predict": 64}
+    first: list[Any] = []
+    second: list[Any] = []
+    thread = threading.Thread(target=_post_timed, args=(srv.base_url, data, agents[0], first))
+    thread.start()
+    time.sleep(0.3)
+    edited = {**data, "prompt": REQUEST["prompt"] + "a"}  # the user typed one more character
+    _post_timed(srv.base_url, edited, agents[1], second)
+    thread.join(300)
+    return first, second
+
+
+def _idle(http: httpx.Client) -> dict[str, Any]:
+    return dict(http.get("/system/info").json()["active_model"])
+
+
+def test_the_same_clients_next_request_supersedes_the_running_one(
+    srv: ServerProcess, http: httpx.Client
+) -> None:
+    http.post("/infill", json={**REQUEST, "n_predict": 1})  # the FIM model is loaded
+    first, second = _overlap(srv, ("llama.vscode/1", "llama.vscode/1"))
+    body = first[0].json()
+    assert first[0].status_code == 200 and body["stop"] is True, body
+    assert body["stop_type"] == "superseded", body
+    assert isinstance(body["content"], str) and body["tokens_predicted"] < 64
+    # Answered as soon as the second arrived, well before the second was done.
+    assert first[2] < second[2] and first[2] - second[1] < 10.0, (first[1:], second[1:])
+    later = second[0].json()
+    assert second[0].status_code == 200 and later["stop_type"] in ("eos", "limit", "word")
+    stats = _idle(http)
+    assert stats["active_sequences"] == 0 and stats["queued_sequences"] == 0, stats
+
+
+def test_requests_of_two_clients_both_complete(srv: ServerProcess, http: httpx.Client) -> None:
+    first, second = _overlap(srv, ("llama.vscode/1", "llama.vim/1"))
+    for response, _sent, _done in (first, second):
+        assert response.status_code == 200, response.text
+        assert response.json()["stop_type"] in ("eos", "limit", "word"), response.json()
+    stats = _idle(http)
+    assert stats["active_sequences"] == 0 and stats["queued_sequences"] == 0, stats
+
+
+def test_an_edit_a_few_lines_before_the_cursor_reuses_the_cached_prefix(
+    http: httpx.Client,
+) -> None:
+    # The embedded model is a Gemma 3: a cut back into its cache needs a window checkpoint,
+    # and serving/fim.py asks for one a little before the cursor (checkpoint_at).
+    lines = CODE.splitlines(keepends=True)
+    suffix = "".join(f"check(total_{i})\n" for i in range(30))
+    data = {**REQUEST, "input_prefix": CODE, "input_suffix": suffix, "n_predict": 4}
+    before = http.post("/infill", json=data).json()
+    lines[-3] = "total_107 = add(107, 0)  # edited\n"
+    after = http.post("/infill", json={**data, "input_prefix": "".join(lines)}).json()
+    evaluated = after["tokens_evaluated"]
+    assert evaluated > 1500 and before["truncated"] is False
+    assert after["tokens_cached"] > 0.6 * evaluated, after
+    assert after["timings"]["prompt_n"] < 0.4 * evaluated, after["timings"]

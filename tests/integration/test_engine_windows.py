@@ -38,9 +38,13 @@ TOLERANCE = 0.35
 WORDS = " ".join(f"item {i} is {'red' if i % 3 else 'blue'}." for i in range(200))
 
 
-def _run(engine: LlamaEngine, prompt: Sequence[int], max_tokens: int) -> Completion:
+def _run(
+    engine: LlamaEngine, prompt: Sequence[int], max_tokens: int, checkpoint_at: int | None = None
+) -> Completion:
     async def go() -> Completion:
-        inp = GenerationInput(tuple(prompt), GREEDY, max_tokens, logprobs=3)
+        inp = GenerationInput(
+            tuple(prompt), GREEDY, max_tokens, logprobs=3, checkpoint_at=checkpoint_at
+        )
         (handle,) = engine.submit([inp])
         return await handle.result()
 
@@ -108,6 +112,25 @@ def test_gemma_keeps_windows_and_cuts_through_checkpoints() -> None:
         engine.close()
     for cached, cold in zip((diverged, follow), _cold([diverging, extended], 8), strict=True):
         _agree(cached, cold)
+
+
+def test_a_checkpoint_at_hint_lets_a_prompt_that_parts_before_the_end_resume() -> None:
+    # A FIM prompt (serving/fim.py) edited a few lines before the cursor parts from the last
+    # one long before its end checkpoint: the hint's checkpoint is what it resumes from.
+    engine = open_embedded_engine(parallel=1, n_ctx=4096)
+    try:
+        windows, slot = engine._loop.windows, engine._loop.slots[0]
+        words = engine.tokenize(WORDS)
+        p1, hint = words[:700], 500
+        _run(engine, p1, 4, checkpoint_at=hint)
+        assert [c.n_tokens for c in windows.checkpoints(slot)] == [hint, len(p1) - BACK]
+        edited = [*p1[:600], *_tail(engine, FOX)]
+        second = _run(engine, edited, 8, checkpoint_at=550)
+        assert second.cached_tokens == hint
+        assert [c.n_tokens for c in windows.checkpoints(slot)] == [550, len(edited) - BACK]
+    finally:
+        engine.close()
+    _agree(second, _cold([edited], 8)[0])
 
 
 def test_short_prompts_take_no_checkpoint() -> None:

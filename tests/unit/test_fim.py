@@ -4,7 +4,7 @@ the token order, extra chunks with and without the repository tokens, and the bu
 from __future__ import annotations
 
 from locallab_cpp.engine.base import FimTokens
-from locallab_cpp.serving.fim import ExtraChunk, build
+from locallab_cpp.serving.fim import CURSOR_CHECKPOINT_BACK, ExtraChunk, build
 
 PRE, SUF, MID, REP, SEP, BOS = 1, 2, 3, 4, 5, 6
 NAMES = {PRE: "<PRE>", SUF: "<SUF>", MID: "<MID>", REP: "<REP>", SEP: "<SEP>", BOS: "<BOS>"}
@@ -130,3 +130,16 @@ def test_the_prompt_is_kept_and_the_local_context_shares_what_is_left() -> None:
     )
     text = v.text(got.tokens)
     assert " x y <SUF> " in text and len(got.tokens) == 23
+
+
+def test_checkpoint_at_is_a_little_before_the_cursor() -> None:
+    v = Vocab()
+    back = CURSOR_CHECKPOINT_BACK
+    got = build(REPO, v.tokenize, prefix=words(back + 50, "p"), suffix="s", budget=10_000)
+    assert got.checkpoint_at == 2 + 50  # BOS, PRE, then the prefix's first 50 words
+    assert got.tokens[got.checkpoint_at] == v.ids["p50"]
+    extra = [ExtraChunk("x.py", "one")]
+    got = build(REPO, v.tokenize, prefix="a b", suffix="s", extra=extra, budget=1000)
+    pre = got.tokens.index(PRE)
+    assert got.checkpoint_at == pre + 1  # a short prefix: right after PRE
+    assert build(PLAIN, v.tokenize, prefix="", suffix="s", budget=100).checkpoint_at is None

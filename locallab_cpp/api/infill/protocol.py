@@ -62,6 +62,12 @@ class InfillRequest(_Lenient):
     (``"timings/prompt_n"``), as llama-server does; llama.vim asks for them."""
     cache_prompt: bool | None = None
     samplers: list[Any] | None = None
+    id_slot: Annotated[int, Meta(ge=-1, le=1_000_000)] | None = None
+    """llama-server's slot choice; ours only reads it as a client tag (serving/supersede.py):
+    requests with different ``id_slot`` do not supersede each other."""
+    client_id: Annotated[str, Meta(max_length=200)] | None = None
+    """A client tag (our own; the ``X-Client-Id`` header wins): requests with the same
+    address, User-Agent, model and tag supersede each other (serving/supersede.py)."""
 
 
 def pick_fields(answer: dict[str, Any], paths: list[str] | None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from locallab_cpp.http.disconnect import unless_disconnected
 from locallab_cpp.http.errors import Problem
 from locallab_cpp.http.sse import EventStream, event_stream
 from locallab_cpp.models.manager import ModelManager
+from locallab_cpp.serving.supersede import Running, client_key, registry_of
 
 _encoder = msgspec.json.Encoder()
 
@@ -68,6 +69,26 @@ async def _events(
         yield _data({"error": error_object(problem, INFILL_ERRORS.status(problem.kind))})
 
 
+def _enter(request: Request[Any, Any, Any], data: InfillRequest, model_id: str) -> Running | None:
+    """Register the request in the supersede registry, cancelling the same client's
+    previous one (serving/supersede.py); None for a cache warm-up (``n_predict: 0``)."""
+    if data.n_predict == 0:
+        return None
+    key = client_key(
+        path="/infill",
+        model=model_id,
+        host=request.client.host if request.client else None,
+        headers=request.headers,
+        tag=data.client_id if data.client_id is not None else _slot_tag(data.id_slot),
+    )
+    return registry_of(request.app.state).enter(key)
+
+
+def _slot_tag(id_slot: int | None) -> int | None:
+    """llama-server's ``id_slot`` as a tag; -1 is its "any slot", so no tag."""
+    return id_slot if id_slot is not None and id_slot >= 0 else None
+
+
 class InfillController(Controller):
     """POST /infill."""
 
@@ -82,8 +103,14 @@ class InfillController(Controller):
     ) -> dict[str, Any] | EventStream:
         """Complete between ``input_prefix`` + ``prompt`` and ``input_suffix``."""
         engine = await models.engine_for(models.resolve(data.model))
-        prepared = await infill.start(engine, data)
-        source = infill.run(engine, prepared, data.t_max_predict_ms)
+        running = _enter(request, data, engine.info.model_id)
+        try:
+            prepared = await infill.start(engine, data, running)
+        except BaseException:
+            if running is not None:
+                running.finish()
+            raise
+        source = infill.run(engine, prepared, data.t_max_predict_ms)  # it finishes ``running``
         if data.stream:
             return event_stream(_events(source, data.response_fields))
         answer = await unless_disconnected(request, _collect(source))

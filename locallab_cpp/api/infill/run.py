@@ -6,6 +6,9 @@ generated token *and* the text holds a newline, generation stops (``stop_type: "
 It is checked as each chunk arrives, and the sequence is cancelled in the engine; the
 token count of a cut answer is its text tokenized again, and its timings are measured
 here (the engine reports none for a cancelled sequence).
+
+A request superseded by the same client's next one (serving/supersede.py) ends the same
+way, at once, with ``stop_type: "superseded"`` and the text it had.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from locallab_cpp.engine.types import (
 )
 from locallab_cpp.errors import InvalidRequest
 from locallab_cpp.serving import fim, generation
+from locallab_cpp.serving.supersede import Running, Superseded
 
 # llama-server's sampling defaults (common_params_sampling), for fields a client leaves out.
 DEFAULT_TEMPERATURE = 0.8
@@ -54,10 +58,13 @@ class Prepared:
     truncated: bool
     warm_only: bool
     """``n_predict: 0``: the prompt is computed (and cached) but nothing is answered."""
+    running: Running | None = None
+    """Its entry in the supersede registry (None: it takes no part, a cache warm-up)."""
 
 
-async def start(engine: Engine, data: InfillRequest) -> Prepared:
-    """Build the prompt and submit it; 400 for a model without FIM tokens."""
+async def start(engine: Engine, data: InfillRequest, running: Running | None = None) -> Prepared:
+    """Build the prompt and submit it; 400 for a model without FIM tokens. ``running``
+    follows the generation, to cancel it when the request is superseded."""
     n_predict = data.n_predict if data.n_predict is not None else -1
     limit = None if n_predict < 0 else max(n_predict, 1)
     extra = [
@@ -84,9 +91,12 @@ async def start(engine: Engine, data: InfillRequest) -> Prepared:
         sampling=sampling_of(data),
         max_tokens=max_tokens,
         stop=tuple(s for s in data.stop or () if s),
+        checkpoint_at=built.checkpoint_at,
     )
     [handle] = generation.submit(engine, [inp])
-    return Prepared(handle, len(built.tokens), built.truncated, n_predict == 0)
+    if running is not None:
+        running.attach(handle)  # superseded already: cancelled at once
+    return Prepared(handle, len(built.tokens), built.truncated, n_predict == 0, running)
 
 
 def _timings(
@@ -144,6 +154,24 @@ async def run(
     handle, started = prepared.handle, time.perf_counter()
     first: float | None = None
     parts: list[str] = []
+
+    def cut(stop_type: str) -> dict[str, Any]:
+        """The final fields of a generation ended here (time limit, superseded)."""
+        now = time.perf_counter()
+        text = "".join(parts)
+        begun = started if first is None else first
+        return final_fields(
+            prepared,
+            engine.info.model_id,
+            "",
+            stop_type=stop_type,
+            stopping_word="",
+            predicted=len(engine.tokenize(text, add_bos=False, special=False)) if text else 0,
+            cached=0,  # the engine reports nothing for a cancelled sequence
+            prompt_s=begun - started,
+            predicted_s=now - begun,
+        )
+
     try:
         async for event in handle.events():
             if isinstance(event, Finished):
@@ -174,18 +202,11 @@ async def run(
                 and any("\n" in p for p in parts)
             ):
                 handle.cancel()
-                text = "".join(parts)
-                yield final_fields(
-                    prepared,
-                    engine.info.model_id,
-                    "",
-                    stop_type="limit",
-                    stopping_word="",
-                    predicted=len(engine.tokenize(text, add_bos=False, special=False)),
-                    cached=0,  # the engine reports nothing for a cancelled sequence
-                    prompt_s=first - started,
-                    predicted_s=now - first,
-                )
+                yield cut("limit")
                 return
+    except Superseded:  # the same client sent its next request: what it had, at once
+        yield cut("superseded")
     finally:
         handle.cancel()  # a no-op once it finished; leaving early stops it
+        if prepared.running is not None:
+            prepared.running.finish()

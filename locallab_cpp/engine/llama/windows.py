@@ -21,7 +21,9 @@ and the cut are computed again; without a checkpoint the cache starts over.
 
 Checkpoints are taken CHECKPOINT_BEFORE_END tokens before the end of each prompt of at least
 MIN_CHECKPOINT_TOKENS tokens (prefill stops there for a step), or where a job resumes when
-its cached prefix reaches past that point. A follow-up turn extends the
+its cached prefix reaches past that point, and also at the prompt's ``checkpoint_at`` if it
+sets one (a FIM prompt: before the cursor, where a typing user's next prompt parts from
+this one, which the end checkpoint comes after). A follow-up turn extends the
 previous prompt, so it resumes there and recomputes only the previous answer and the new
 turn; a repeated prompt resumes a few tokens before its end. At most
 :data:`~locallab_cpp.models.sizing.CHECKPOINTS_PER_SLOT` are kept per slot (the earliest
@@ -77,8 +79,9 @@ class Windows:
         self.enabled = windowed and n_swa > 0
         """Whether the sliding-window layers hold only a window (checkpoints needed)."""
         self._saved: dict[int, list[Checkpoint]] = {}
-        self._target: dict[int, int] = {}
-        """Per slot: the prompt position of the checkpoint its job still has to take."""
+        self._target: dict[int, list[int]] = {}
+        """Per slot: the prompt positions of the checkpoints its job still has to take, in
+        order."""
         self.restored = 0
         """Checkpoints put back (a stats counter for tests and logs)."""
 
@@ -87,31 +90,43 @@ class Windows:
         return self._saved.get(slot.seq_id, [])
 
     def begin(self, slot: Slot) -> None:
-        """A job took the slot (its cache already cut): choose where its prefill stops for a
-        checkpoint, CHECKPOINT_BEFORE_END tokens before the end of a prompt that is long
-        enough, or where it resumes if that is later; take it now if it is here."""
+        """A job took the slot (its cache already cut): choose where its prefill stops for
+        checkpoints, CHECKPOINT_BEFORE_END tokens before the end of a prompt that is long
+        enough, or where it resumes if that is later, and at the prompt's ``checkpoint_at``
+        when that is still ahead; take one now if it is here."""
         self._target.pop(slot.seq_id, None)
         if not self.enabled or slot.job is None:
             return
-        at = len(slot.job.inp.prompt_tokens) - CHECKPOINT_BEFORE_END
-        if at < MIN_CHECKPOINT_TOKENS:
+        inp = slot.job.inp
+        end = len(inp.prompt_tokens) - CHECKPOINT_BEFORE_END
+        if end < MIN_CHECKPOINT_TOKENS:
             return
-        at = max(at, slot.prompt_pos)
-        if any(c.n_tokens == at for c in self.checkpoints(slot)):
+        wanted = {max(end, slot.prompt_pos)}
+        hint = inp.checkpoint_at
+        if hint is not None and MIN_CHECKPOINT_TOKENS <= hint < end and hint > slot.prompt_pos:
+            wanted.add(hint)
+        wanted -= {c.n_tokens for c in self.checkpoints(slot)}
+        if not wanted:
             return
-        self._target[slot.seq_id] = at
+        self._target[slot.seq_id] = sorted(wanted)
         self.after_step([slot])
 
     def pause_at(self, slot: Slot) -> int | None:
         """Prompt position where the slot's prefill stops for a checkpoint (None: none)."""
-        return self._target.get(slot.seq_id)
+        targets = self._target.get(slot.seq_id)
+        return targets[0] if targets else None
 
     def after_step(self, slots: list[Slot]) -> None:
         """Take the checkpoints that this step's prefill stopped for."""
         for slot in slots:
-            at = self._target.get(slot.seq_id)
-            if at is not None and slot.prompt_pos == at and len(slot.kv_tokens) == at:
-                del self._target[slot.seq_id]
+            targets = self._target.get(slot.seq_id)
+            if not targets:
+                continue
+            at = targets[0]
+            if slot.prompt_pos == at and len(slot.kv_tokens) == at:
+                targets.pop(0)
+                if not targets:
+                    del self._target[slot.seq_id]
                 self._save(slot)
 
     def _save(self, slot: Slot) -> None:
