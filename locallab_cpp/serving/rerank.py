@@ -162,6 +162,19 @@ def _order(item: Ranked) -> tuple[float, int]:
     return (math.inf if math.isnan(item.score) else -item.score, item.index)
 
 
+def check_request(documents: Sequence[str], top_n: int | None) -> None:
+    """Raise InvalidRequest for no documents, too many, or a ``top_n`` below 1: an API
+    calls it before :func:`reranker_for`, so a bad request loads no model."""
+    if not documents:
+        raise InvalidRequest("`documents` must hold at least one document.")
+    if len(documents) > MAX_DOCUMENTS:
+        raise InvalidRequest(
+            f"`documents` holds {len(documents)} documents; at most {MAX_DOCUMENTS} per request."
+        )
+    if top_n is not None and top_n < 1:
+        raise InvalidRequest(f"`top_n` must be at least 1 (got {top_n}).")
+
+
 async def rerank(
     engine: EmbeddingEngine,
     query: str,
@@ -171,14 +184,7 @@ async def rerank(
 ) -> RerankResult:
     """Score ``documents`` against ``query`` with a rank-pooling engine and sort them,
     keeping the best ``top_n`` (None: all; more than there are: all)."""
-    if not documents:
-        raise InvalidRequest("`documents` must hold at least one document.")
-    if len(documents) > MAX_DOCUMENTS:
-        raise InvalidRequest(
-            f"`documents` holds {len(documents)} documents; at most {MAX_DOCUMENTS} per request."
-        )
-    if top_n is not None and top_n < 1:
-        raise InvalidRequest(f"`top_n` must be at least 1 (got {top_n}).")
+    check_request(documents, top_n)
     # Tokenizing is llama.cpp work in proportion to the text: off the event loop.
     pairs, truncated = await asyncio.to_thread(_all_pairs, engine, query, documents)
     outputs = await engine.embed(pairs)

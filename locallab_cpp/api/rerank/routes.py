@@ -48,8 +48,9 @@ class RerankController(Controller):
         models: NamedDependency[ModelManager],
     ) -> RerankResponse:
         """Score each document against the query and sort them."""
-        model_id, engine = await rerank.reranker_for(models, data.model)
         texts = data.texts()
+        rerank.check_request(texts, data.top_n)  # before any model is loaded for it
+        model_id, engine = await rerank.reranker_for(models, data.model)
         result = await unless_disconnected(
             request, rerank.rerank(engine, data.query, texts, top_n=data.top_n)
         )
