@@ -290,6 +290,25 @@ def test_open_webui_request_and_reading(http: tuple[TestClient[Any], RerankFacto
     assert all(isinstance(x["relevance_score"], float) for x in by_index)
 
 
+def test_tei_shape_texts_in_a_bare_list_out(http: tuple[TestClient[Any], RerankFactory]) -> None:
+    # Continue's huggingface-tei reranker: texts, return_text, raw_scores, no model; it
+    # sorts the list by index and reads score.
+    c, _ = http
+    data = {"query": QUERY, "texts": DOCS, "return_text": False, "raw_scores": False}
+    r = c.post("/rerank", json=data)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert isinstance(body, list)
+    assert [x["index"] for x in body] == expected_order(QUERY, DOCS)
+    assert all(set(x) == {"index", "score"} for x in body)
+    r = c.post("/rerank", json={**data, "return_text": True, "top_n": 1})
+    [best] = r.json()
+    assert best["text"] == DOCS[best["index"]] and best["index"] == expected_order(QUERY, DOCS)[0]
+    # documents win over texts: the Jina answer.
+    r = c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS[:1], "texts": DOCS})
+    assert len(r.json()["results"]) == 1
+
+
 def test_a_long_document_is_cut_to_fit(http: tuple[TestClient[Any], RerankFactory]) -> None:
     c, factory = http
     long_doc = " ".join(f"w{i}" for i in range(500))  # the fake's context is 64 tokens

@@ -6,6 +6,10 @@ Cohere's v1 and Jina's clients may send), ``top_n``, ``return_documents``. Unkno
 fields are ignored and optional ones take null. Answer: ``{"model", "object": "list",
 "results": [{"index", "relevance_score", "document"?: {"text"}}], "usage":
 {"prompt_tokens", "total_tokens"}}``, the results sorted by score, highest first.
+
+As llama-server does, a request with ``texts`` instead of ``documents`` is Hugging Face
+Text Embeddings Inference's shape (``return_text``; ``raw_scores`` and ``truncate``
+ignored), answered as TEI's bare list ``[{"index", "score", "text"?}]``.
 """
 
 from __future__ import annotations
@@ -37,8 +41,14 @@ class RerankRequest(_Lenient):
     """POST /v1/rerank."""
 
     query: Text
-    documents: Annotated[list[Text | DocumentBody], Meta(max_length=MAX_DOCUMENTS)]
+    documents: Annotated[list[Text | DocumentBody], Meta(max_length=MAX_DOCUMENTS)] | None = None
     """What to rank: strings or ``{"text"}`` objects, mixed as the client likes."""
+    texts: Annotated[list[Text], Meta(max_length=MAX_DOCUMENTS)] | None = None
+    """Text Embeddings Inference's name for the documents (Continue's ``huggingface-tei``
+    reranker sends it): with it the answer is TEI's bare list (:class:`TeiResult`), as
+    llama-server answers it."""
+    return_text: bool | None = None
+    """TEI's ``return_documents``: each result gets its ``text``."""
     model: Annotated[str, Meta(max_length=300)] | None = None
     """A registry id of a ``kind = "rerank"`` model; absent: the registry's first one."""
     top_n: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
@@ -47,9 +57,24 @@ class RerankRequest(_Lenient):
     """Put each document's text in its result (absent: false, as llama-server and
     Cohere's v2; Jina's own API defaults to true)."""
 
-    def texts(self) -> list[str]:
+    @property
+    def tei(self) -> bool:
+        """Whether the request is in TEI's shape (``texts``, no ``documents``)."""
+        return self.documents is None and self.texts is not None
+
+    def document_texts(self) -> list[str]:
         """The documents as plain strings, in request order."""
-        return [d if isinstance(d, str) else d.text for d in self.documents]
+        if self.documents is not None:
+            return [d if isinstance(d, str) else d.text for d in self.documents]
+        return list(self.texts or ())
+
+
+class TeiResult(msgspec.Struct, omit_defaults=True):
+    """One ranked document in Text Embeddings Inference's answer (a bare list)."""
+
+    index: int
+    score: float
+    text: str | None = None
 
 
 class ResultDocument(msgspec.Struct):

@@ -20,6 +20,7 @@ from locallab_cpp.api.rerank.protocol import (
     RerankResultBody,
     RerankUsage,
     ResultDocument,
+    TeiResult,
 )
 from locallab_cpp.http.disconnect import unless_disconnected
 from locallab_cpp.models.manager import ModelManager
@@ -31,7 +32,9 @@ _DOC = (
     "come sorted by `relevance_score`, highest first, each with its `index` in the "
     "request; `top_n` keeps the best n and `return_documents` adds each text. Scores are "
     "the model's raw output (a logit for bge-reranker, a probability for Qwen3-Reranker). "
-    "A document too long for the context is shortened from its end, not refused."
+    "A document too long for the context is shortened from its end, not refused. With "
+    "`texts` instead of `documents` (Text Embeddings Inference's shape, as llama-server "
+    "accepts it) the answer is TEI's list of {index, score, text?}."
 )
 
 
@@ -46,14 +49,23 @@ class RerankController(Controller):
         request: Request[Any, Any, Any],
         data: JSONBody[RerankRequest],
         models: NamedDependency[ModelManager],
-    ) -> RerankResponse:
+    ) -> RerankResponse | list[TeiResult]:
         """Score each document against the query and sort them."""
-        texts = data.texts()
+        texts = data.document_texts()
         rerank.check_request(texts, data.top_n)  # before any model is loaded for it
         model_id, engine = await rerank.reranker_for(models, data.model)
         result = await unless_disconnected(
             request, rerank.rerank(engine, data.query, texts, top_n=data.top_n)
         )
+        if data.tei:
+            return [
+                TeiResult(
+                    index=item.index,
+                    score=item.score,
+                    text=texts[item.index] if data.return_text else None,
+                )
+                for item in result.ranked
+            ]
         return RerankResponse(
             model=data.model or model_id,
             results=[
