@@ -79,8 +79,10 @@ def rerank_models(models: ModelSource) -> list[str]:
 
 
 async def reranker_for(models: ModelSource, name: str | None) -> tuple[str, EmbeddingEngine]:
-    """The registry id and engine of the rerank model ``name`` means (no name: the
-    registry's first rerank model), loaded if it is not resident.
+    """The registry id and engine of the rerank model ``name`` means, loaded if it is not
+    resident. No name (Text Embeddings Inference's clients send none) means the
+    registry's first rerank model whose file is on disk, else its first rerank model
+    (whose load then says how to pull it).
 
     Raises ModelNotFound for a name the registry does not know and InvalidRequest for a
     model that is not a reranker (a chat or embedding model) or when the registry has none.
@@ -92,7 +94,7 @@ async def reranker_for(models: ModelSource, name: str | None) -> tuple[str, Embe
         if model_id is None:
             raise ModelNotFound(name)
     elif rerankers:
-        model_id = rerankers[0]
+        model_id = await asyncio.to_thread(_first_on_disk, models.registry, rerankers)
     else:
         raise InvalidRequest(
             'No rerank model is configured: add a kind = "rerank" entry to models.toml '
@@ -111,6 +113,14 @@ async def reranker_for(models: ModelSource, name: str | None) -> tuple[str, Embe
             'rank: set pooling = "rank" in its models.toml entry.'
         )
     return model_id, engine
+
+
+def _first_on_disk(registry: Registry, model_ids: Sequence[str]) -> str:
+    # Blocking (file checks, the hub cache's lookup): called in a worker thread.
+    for model_id in model_ids:
+        if registry.local_path(registry.get(model_id)) is not None:
+            return model_id
+    return model_ids[0]
 
 
 def pair_tokens(

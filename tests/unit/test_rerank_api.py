@@ -278,6 +278,21 @@ def test_no_model_named_takes_the_first_rerank_model(
     assert factory.opened[-1][0] == "ranker"
 
 
+def test_no_model_named_prefers_a_rerank_model_on_disk(models_file: Path) -> None:
+    (models_file.parent / "ranker.gguf").write_bytes(b"GGUF" + b"\0" * 12)
+    absent = RERANK_TOML.replace('id = "ranker"', 'id = "absent"').replace(
+        'path = "ranker.gguf"', 'path = "absent.gguf"'
+    )
+    absent = absent[: absent.index('[[models]]\nid = "embedder"')]
+    models_file.write_text(models_file.read_text() + absent + RERANK_TOML, encoding="utf-8")
+    with client(models_file) as (c, factory):
+        r = c.post("/rerank", json={"query": QUERY, "texts": DOCS})
+        assert r.status_code == 200, r.text
+        assert factory.opened[-1][0] == "ranker"
+        r = c.post("/rerank", json={"model": "absent", "query": QUERY, "texts": DOCS})
+        llama_error(r, 503, "absent", "missing")  # a file entry whose file is gone
+
+
 def test_open_webui_request_and_reading(http: tuple[TestClient[Any], RerankFactory]) -> None:
     # Open WebUI's external reranker: model, query, documents, top_n = len(documents);
     # it sorts results by index and reads relevance_score.
