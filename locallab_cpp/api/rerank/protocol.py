@@ -50,7 +50,7 @@ class RerankRequest(_Lenient):
     return_text: bool | None = None
     """TEI's ``return_documents``: each result gets its ``text``."""
     model: Annotated[str, Meta(max_length=300)] | None = None
-    """A registry id of a ``kind = "rerank"`` model; absent: the registry's first one."""
+    """A registry id of a ``kind = "rerank"`` model; absent: the first one on disk."""
     top_n: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
     """Keep the best ``top_n`` (absent: all; more than there are documents: all)."""
     return_documents: bool | None = None
