@@ -10,6 +10,7 @@ they can predict."""
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -445,3 +446,16 @@ class _Registry:
 
     def get(self, model_id: str) -> ModelSpec:
         return self._specs[model_id]
+
+
+def test_ties_keep_request_order_and_nan_goes_last() -> None:
+    spec = ModelSpec(id="r", name="r", description="r", path="r.gguf", kind="rerank")
+
+    class Fixed(FakeReranker):
+        async def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+            return [[s] for s in (1.0, math.nan, 1.0, 3.0, -2.0)][: len(inputs)]
+
+    result = asyncio.run(serving_rerank.rerank(Fixed(spec), "q", ["a", "b", "c", "d", "e"]))
+    assert [r.index for r in result.ranked] == [3, 0, 2, 4, 1]
+    top = asyncio.run(serving_rerank.rerank(Fixed(spec), "q", ["a", "b", "c", "d", "e"], top_n=2))
+    assert [r.index for r in top.ranked] == [3, 0]
