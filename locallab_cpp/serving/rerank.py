@@ -22,6 +22,7 @@ softmax to its head). Only their order means something across models.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from typing import Protocol, cast
 from locallab_cpp.engine.base import EmbeddingEngine, Engine
 from locallab_cpp.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, printable
 from locallab_cpp.models.registry import Registry
+
+logger = logging.getLogger("locallab_cpp")
 
 MAX_DOCUMENTS = 1000
 """Documents one request may rank (Cohere's limit; Open WebUI and Continue send tens)."""
@@ -197,6 +200,13 @@ async def rerank(
     check_request(documents, top_n)
     # Tokenizing is llama.cpp work in proportion to the text: off the event loop.
     pairs, truncated = await asyncio.to_thread(_all_pairs, engine, query, documents)
+    if truncated:
+        logger.info(
+            "rerank: %d of %d documents cut to fit the %d-token context",
+            len(truncated),
+            len(documents),
+            engine.info.n_ctx,
+        )
     outputs = await engine.embed(pairs)
     ranked = sorted(
         (Ranked(index=i, score=float(out[0])) for i, out in enumerate(outputs)), key=_order

@@ -223,8 +223,11 @@ def test_tei_shape_texts_in_a_bare_list_out(http: tuple[TestClient[Any], RerankF
     assert len(r.json()["results"]) == 1
 
 
-def test_a_long_document_is_cut_to_fit(http: tuple[TestClient[Any], RerankFactory]) -> None:
+def test_a_long_document_is_cut_to_fit(
+    http: tuple[TestClient[Any], RerankFactory], caplog: pytest.LogCaptureFixture
+) -> None:
     c, factory = http
+    caplog.set_level("INFO", logger="locallab_cpp")
     long_doc = " ".join(f"w{i}" for i in range(500))  # the fake's context is 64 tokens
     r = c.post(
         "/v1/rerank", json={"model": "ranker", "query": QUERY, "documents": [long_doc, "cat"]}
@@ -234,6 +237,7 @@ def test_a_long_document_is_cut_to_fit(http: tuple[TestClient[Any], RerankFactor
     n_ctx = factory.rerankers[-1].info.n_ctx
     assert n_ctx - 16 <= len(call[0]) <= n_ctx  # cut close to the context, not to nothing
     assert len(call[1]) == 7
+    assert "rerank: 1 of 2 documents cut to fit the 64-token context" in caplog.text
 
 
 def test_pair_tokens_cut_reports_it_and_a_huge_query_is_refused(rerank_file: Path) -> None:
