@@ -133,6 +133,9 @@ def pair_tokens(
     fit. Blocking (tokenizes): call it from a worker thread."""
     cut = False
     per_token = engine.info.max_token_bytes
+    # A query that cannot fit whatever its tokens is refused before it is tokenized (once
+    # per document: megabytes of it would take minutes).
+    ContextLengthExceeded.check_text(len(query.encode()), per_token, limit)
     if per_token > 0 and len(document) > limit * per_token:
         # More characters than any tokenization of ``limit`` tokens can cover (a character
         # is at least a byte): drop them before tokenizing megabytes.

@@ -125,3 +125,11 @@ def test_text_embeddings_inference_shape(http: httpx.Client) -> None:
     assert isinstance(body, list) and len(body) == len(DOCS)
     assert [x["score"] for x in body] == sorted((x["score"] for x in body), reverse=True)
     assert all(x["text"] == DOCS[x["index"]] for x in body)
+
+
+def test_a_query_longer_than_the_context_is_a_400(http: httpx.Client) -> None:
+    query = " ".join(["the capital of france"] * 200)  # 800 tokens; the context is 512
+    r = http.post("/v1/rerank", json={"model": RANK_MODEL_ID, "query": query, "documents": DOCS})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == "exceed_context_size_error" and "Shorten the query" in error["message"]

@@ -253,6 +253,10 @@ def test_pair_tokens_cut_reports_it_and_a_huge_query_is_refused(rerank_file: Pat
     assert cut and 40 <= len(tokens) <= 64
     with pytest.raises(PayloadTooLarge, match="Shorten the query"):
         asyncio.run(in_thread("q " * 100, "d", 64))
+    # Longer than any 64 tokens of at most 32 bytes: refused before tokenizing.
+    engine.rerank_tokens = None  # type: ignore[method-assign,assignment]
+    with pytest.raises(PayloadTooLarge, match="at least 65 tokens"):
+        asyncio.run(in_thread("x" * (64 * 32 + 1), "d", 64))
 
 
 @pytest.mark.parametrize(
