@@ -1,17 +1,21 @@
-"""A tiny BERT reranker GGUF (rank pooling), written with the ``gguf`` package, for the
-rerank tests.
+"""Tiny reranker GGUFs (rank pooling), written with the ``gguf`` package, for the rerank
+tests: one of each kind llama.cpp scores.
 
-llama.cpp's BERT loader takes the optional classification head ``cls.weight`` /
-``cls.bias`` (a dense layer and tanh over the [CLS] token's vector) and ``cls.output.*``
-(one score per label; one label here), and with ``pooling_type`` rank each sequence's
-output is that score. The vocabulary is a WordPiece one written here ([PAD], [UNK],
-[CLS], [SEP], [MASK], then a few hundred English words and letters), so a query and a
-document tokenize the way a real BERT reranker's would: ``[CLS] query [SEP] document [SEP]``.
+``write_rank_model``: a BERT cross-encoder (bge-reranker's layout). llama.cpp's BERT
+loader takes the optional classification head ``cls.weight`` / ``cls.bias`` (a dense
+layer and tanh over the [CLS] token's vector) and ``cls.output.*`` (one score per label;
+one label here), and with ``pooling_type`` rank each sequence's output is that score.
+Its vocabulary is a WordPiece one written here ([PAD], [UNK], [CLS], [SEP], [MASK], then
+a few hundred English words and letters), so a pair tokenizes as a real BERT reranker's
+would, ``[CLS] query [SEP] document``. About 0.5 MB.
 
-The weights are random (a fixed numpy seed, so every run writes the same file): scores
-from this file mean nothing. Tests check the shape of the answers (one score per
+``write_qwen3_rank_model``: a causal Qwen3 reranker (Qwen3-Reranker's layout in
+llama.cpp): the score is read at the last token, its two-label head gives
+probabilities, and the pair is laid out by the GGUF's rerank template. About 0.4 MB.
+
+The weights are random (fixed numpy seeds, so every run writes the same files): scores
+from these files mean nothing. Tests check the shape of the answers (one score per
 document, indices kept) and their order (sorted by score), never relevance.
-``write_rank_model(path)`` writes it (about 2 MB).
 """
 
 from __future__ import annotations
@@ -140,27 +144,152 @@ def write_rank_model(
     return path
 
 
+QWEN3_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+"""The Qwen3 reranker's control tokens, after its 256 byte tokens."""
+
+QWEN3_RERANK_TEMPLATE = (
+    "<|im_start|>system\nSay yes if the document answers the query, else no.<|im_end|>\n"
+    "<|im_start|>user\nQuery: {query}\nDocument: {document}<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+"""The GGUF's rerank template (``tokenizer.chat_template.rerank``): llama.cpp fills in
+``{query}`` and ``{document}``, as Qwen3-Reranker's own GGUF has it (in other words)."""
+
+
+def _byte_tokens() -> list[str]:
+    # GPT-2's byte-level alphabet: each byte as one printable character.
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    chars = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+def write_qwen3_rank_model(
+    path: Path,
+    *,
+    layers: int = 2,
+    embd: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    head_dim: int = 16,
+    ff: int = 128,
+    context: int = 1024,
+    seed: int = 1,
+) -> Path:
+    """A tiny Qwen3 reranker in llama.cpp's layout for Qwen3-Reranker: causal attention
+    (the score is read at the last token), a two-label head ``cls.output.weight``
+    ("yes", "no") that llama.cpp turns into probabilities with a softmax, and a rerank
+    template. Byte-level BPE without merges: one token per byte, the control tokens one
+    each. Random weights (a fixed seed): its scores mean nothing either."""
+    from gguf import GGUFWriter, PoolingType, TokenType
+
+    rng = np.random.default_rng(seed)
+    tokens = _byte_tokens() + list(QWEN3_SPECIAL)
+    # llama.cpp wants at least one merge; this one joins bytes 0xFE 0xFF, which UTF-8
+    # text never holds, so every other byte stays a token of its own.
+    merge = (tokens[0xFE], tokens[0xFF])
+    tokens.append("".join(merge))
+    eos = tokens.index("<|endoftext|>")
+    w = GGUFWriter(str(path), "qwen3")
+    w.add_name("tiny-qwen3-reranker")
+    w.add_context_length(context)
+    w.add_embedding_length(embd)
+    w.add_block_count(layers)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(1_000_000.0)
+    w.add_pooling_type(PoolingType.RANK)
+    w.add_classifier_output_labels(["yes", "no"])
+    w.add_file_type(0)  # all f32
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types(
+        [TokenType.NORMAL] * 256 + [TokenType.CONTROL] * len(QWEN3_SPECIAL) + [TokenType.NORMAL]
+    )
+    w.add_token_merges([" ".join(merge)])
+    w.add_eos_token_id(eos)
+    w.add_pad_token_id(eos)
+    w.add_add_bos_token(False)
+    w.add_chat_template([{"name": "rerank", "template": QWEN3_RERANK_TEMPLATE}])
+
+    def tensor(name: str, *dims: int, scale: float = 0.05) -> None:
+        w.add_tensor(name, (rng.standard_normal(dims[::-1]) * scale).astype(np.float32))
+
+    def ones(name: str, n: int) -> None:
+        w.add_tensor(name, np.ones(n, dtype=np.float32))
+
+    q, kv = heads * head_dim, kv_heads * head_dim
+    tensor("token_embd.weight", embd, len(tokens), scale=0.5)
+    ones("output_norm.weight", embd)
+    for i in range(layers):
+        b = f"blk.{i}"
+        ones(f"{b}.attn_norm.weight", embd)
+        tensor(f"{b}.attn_q.weight", embd, q)
+        tensor(f"{b}.attn_k.weight", embd, kv)
+        tensor(f"{b}.attn_v.weight", embd, kv)
+        tensor(f"{b}.attn_output.weight", q, embd)
+        ones(f"{b}.attn_q_norm.weight", head_dim)
+        ones(f"{b}.attn_k_norm.weight", head_dim)
+        ones(f"{b}.ffn_norm.weight", embd)
+        tensor(f"{b}.ffn_gate.weight", embd, ff)
+        tensor(f"{b}.ffn_up.weight", embd, ff)
+        tensor(f"{b}.ffn_down.weight", ff, embd)
+    tensor("cls.output.weight", embd, 2, scale=1.0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
 RANK_MODEL_ID = "tiny-bert-reranker"
+QWEN3_RANK_MODEL_ID = "tiny-qwen3-reranker"
+
+
+def qwen3_prompt_tokens(query: str, document: str) -> int:
+    """How many tokens the Qwen3 reranker reads for an ASCII pair: one per byte of the
+    filled-in template, one per control token."""
+    prompt = QWEN3_RERANK_TEMPLATE.replace("{query}", query).replace("{document}", document)
+    saved = sum((len(tok) - 1) * prompt.count(tok) for tok in QWEN3_SPECIAL)
+    return len(prompt.encode()) - saved
 
 
 def rank_model(folder: Path) -> Path:
-    """The reranker's GGUF and a models.toml overlay naming it as a ``kind = "rerank"``
-    entry (``--models-file``), written in ``folder``; returns the overlay's path."""
+    """The rerankers' GGUFs (the BERT one first, then the Qwen3 one) and a models.toml
+    overlay naming them as ``kind = "rerank"`` entries (``--models-file``), written in
+    ``folder``; returns the overlay's path."""
     folder.mkdir(parents=True, exist_ok=True)
-    gguf_path = folder / f"{RANK_MODEL_ID}.gguf"
-    if not gguf_path.is_file():
-        write_rank_model(gguf_path)
+    bert = folder / f"{RANK_MODEL_ID}.gguf"
+    qwen3 = folder / f"{QWEN3_RANK_MODEL_ID}.gguf"
+    if not bert.is_file():
+        write_rank_model(bert)
+    if not qwen3.is_file():
+        write_qwen3_rank_model(qwen3)
+    entries = []
+    for model_id, path, context, what in (
+        (RANK_MODEL_ID, bert, 512, "BERT"),
+        (QWEN3_RANK_MODEL_ID, qwen3, 1024, "Qwen3"),
+    ):
+        entries.append(
+            "[[models]]\n"
+            f'id = "{model_id}"\n'
+            f'name = "Tiny {what} reranker (test, random weights)"\n'
+            f'description = "A generated rank-pooling {what}: its scores mean nothing."\n'
+            f"path = {str(path)!r}\n"
+            'kind = "rerank"\n'
+            'pooling = "rank"\n'
+            f"size_bytes = {path.stat().st_size}\n"
+            f"context_length = {context}\n"
+        )
     overlay = folder / "models.toml"
-    overlay.write_text(
-        "[[models]]\n"
-        f'id = "{RANK_MODEL_ID}"\n'
-        'name = "Tiny BERT reranker (test, random weights)"\n'
-        'description = "A generated rank-pooling BERT: its scores mean nothing."\n'
-        f"path = {str(gguf_path)!r}\n"
-        'kind = "rerank"\n'
-        'pooling = "rank"\n'
-        f"size_bytes = {gguf_path.stat().st_size}\n"
-        "context_length = 512\n",
-        encoding="utf-8",
-    )
+    overlay.write_text("\n".join(entries), encoding="utf-8")
     return overlay

@@ -1,7 +1,7 @@
-"""The generated reranker (rank_gguf.py) loads in llama.cpp with rank pooling and gives
-one score per query-document pair, decoded together in one batch. Its weights are random:
-the test checks that scores exist, are finite, differ between documents and do not
-depend on what else shares the batch, not that they rank anything well."""
+"""The generated rerankers (rank_gguf.py) load in llama.cpp with rank pooling and give
+one score per query-document pair, decoded together in one batch. Their weights are
+random: the tests check that scores exist, are finite, differ between documents and do
+not depend on what else shares the batch, not that they rank anything well."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import math
 from pathlib import Path
 
 import pytest
-from rank_gguf import CLS, SEP, write_rank_model
+from rank_gguf import (
+    CLS,
+    QWEN3_RERANK_TEMPLATE,
+    SEP,
+    qwen3_prompt_tokens,
+    write_qwen3_rank_model,
+    write_rank_model,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +86,43 @@ def test_the_generated_reranker_scores_each_pair(tmp_path: Path) -> None:
         model.close()
 
 
-def test_the_file_is_the_same_every_time(tmp_path: Path) -> None:
-    a = write_rank_model(tmp_path / "a.gguf").read_bytes()
-    b = write_rank_model(tmp_path / "b.gguf").read_bytes()
-    assert a == b
+def test_the_generated_qwen3_reranker_gives_probabilities(tmp_path: Path) -> None:
+    import llama_cpp
+
+    path = write_qwen3_rank_model(tmp_path / "qwen3.gguf")
+    assert path.stat().st_size < 8 << 20
+    model = llama_cpp.Llama(
+        str(path),
+        embedding=True,
+        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_RANK,
+        n_ctx=1024,
+        n_batch=1024,
+        n_ubatch=1024,
+        n_seq_max=4,
+        verbose=False,
+    )
+    try:
+        raw = llama_cpp.llama_model_chat_template(model._model.model, b"rerank")
+        assert raw is not None and raw.decode() == QWEN3_RERANK_TEMPLATE
+        pairs = []
+        for doc in DOCS:
+            prompt = QWEN3_RERANK_TEMPLATE.replace("{query}", QUERY).replace("{document}", doc)
+            tokens = model.tokenize(prompt.encode(), add_bos=False, special=True)
+            assert len(tokens) == qwen3_prompt_tokens(QUERY, doc)
+            pairs.append(tokens)
+        together = _scores(model, pairs)
+        # Two labels (yes, no) through llama.cpp's softmax: probabilities summing to 1.
+        assert all(len(s) == 2 and sum(s) == pytest.approx(1.0, abs=1e-5) for s in together)
+        assert all(0.0 < s[0] < 1.0 for s in together)
+        assert len({s[0] for s in together}) == len(DOCS)
+        alone = [_scores(model, [pair])[0][0] for pair in pairs]
+        assert alone == pytest.approx([s[0] for s in together], rel=1e-3, abs=1e-4)
+    finally:
+        model.close()
+
+
+def test_the_files_are_the_same_every_time(tmp_path: Path) -> None:
+    for write in (write_rank_model, write_qwen3_rank_model):
+        a = write(tmp_path / "a.gguf").read_bytes()
+        b = write(tmp_path / "b.gguf").read_bytes()
+        assert a == b
