@@ -21,6 +21,7 @@ from locallab_cpp.api.infill.routes import INFILL_API
 from locallab_cpp.api.locallab.routes import LOCALLAB_API
 from locallab_cpp.api.ollama.routes import OLLAMA_API
 from locallab_cpp.api.openai.routes import OPENAI_API
+from locallab_cpp.api.rerank.routes import RERANK_APIS
 from locallab_cpp.api.responses.routes import RESPONSES_API
 from locallab_cpp.config import Settings
 from locallab_cpp.errors import LocalLabError
@@ -47,6 +48,7 @@ BUILTIN_APIS: tuple[Api, ...] = (
     RESPONSES_API,
     OLLAMA_API,
     INFILL_API,
+    *RERANK_APIS,
 )
 """The APIs every server speaks. A new API adds its :class:`~locallab_cpp.api.Api` here."""
 

@@ -193,7 +193,11 @@ class EmbeddingEngine(Protocol):
 
     def rerank_tokens(self, query: str, document: str) -> list[int]:
         """The tokens a rerank model scores for ``document`` against ``query``, in the
-        layout the model was trained with (its GGUF's rerank template where it has one)."""
+        layout the model was trained with (its GGUF's rerank template where it has one).
+        The query and the document are tokenized as plain text, control-token texts in
+        them (``<|im_end|>``) not parsed, so a document cannot forge the layout (the
+        template's own control tokens are parsed). Blocking: call it from a worker
+        thread."""
         ...
 
     async def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
