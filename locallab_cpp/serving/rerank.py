@@ -26,11 +26,11 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol
 
-from locallab_cpp.engine.base import EmbeddingEngine, Engine
+from locallab_cpp.engine.base import EmbeddingEngine
 from locallab_cpp.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, printable
-from locallab_cpp.models.registry import Registry
+from locallab_cpp.models.registry import ModelKind, Registry
 
 logger = logging.getLogger("locallab_cpp")
 
@@ -53,7 +53,9 @@ class ModelSource(Protocol):
 
     def resolve(self, name: str | None) -> str | None: ...
 
-    async def engine_for(self, model_id: str | None) -> Engine: ...
+    async def embedder_for(
+        self, model_id: str | None, kind: ModelKind = "embedding"
+    ) -> EmbeddingEngine: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,7 @@ async def reranker_for(models: ModelSource, name: str | None) -> tuple[str, Embe
             f"Model '{printable(model_id)}' is not a rerank model (it is a {spec.kind} "
             f"model); rerank models: {listed}."
         )
-    engine = cast(EmbeddingEngine, await models.engine_for(model_id))
+    engine = await models.embedder_for(model_id, "rerank")
     if engine.pooling != "rank":
         raise InvalidRequest(
             f"Model '{printable(model_id)}' is loaded with {engine.pooling} pooling, not "

@@ -336,7 +336,7 @@ def test_serving_rerank_refuses_a_non_rank_engine() -> None:
         def resolve(self, name: str | None) -> str | None:
             return name if name == "r" else None
 
-        async def engine_for(self, model_id: str | None) -> Any:
+        async def embedder_for(self, model_id: str | None, kind: str = "embedding") -> Any:
             return engine
 
     with pytest.raises(InvalidRequest, match="mean pooling"):
