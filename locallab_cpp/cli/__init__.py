@@ -1,5 +1,6 @@
-"""Command line: ``python -m locallab_cpp serve`` and
-``python -m locallab_cpp models list | pull ID | rm ID | info ID``."""
+"""Command line: ``python -m locallab_cpp serve``,
+``python -m locallab_cpp models list | pull ID | rm ID | info ID`` and
+``python -m locallab_cpp chat [MODEL]``."""
 
 from __future__ import annotations
 
@@ -142,7 +143,48 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "list":
             command.add_argument("model_id", metavar="ID", help="A model id of the registry.")
         command.add_argument("--models-file", dest="models_file", default=None, help=file_help)
+    _add_chat_parser(sub)
     return parser
+
+
+def _add_chat_parser(sub: Any) -> None:
+    text = "Chat with a model in the terminal, through a running server or one of its own."
+    chat = sub.add_parser("chat", help=text, description=text)
+    chat.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        metavar="MODEL",
+        help="A chat model of GET /v1/models (default: the loaded one).",
+    )
+    chat.add_argument(
+        "--url",
+        default=None,
+        help="The server's base URL (default: the settings' host and port, "
+        "http://127.0.0.1:8000 unless changed).",
+    )
+    chat.add_argument(
+        "--embedded",
+        action="store_true",
+        help="Start a server of its own (python -m locallab_cpp serve on a free loopback "
+        "port) for the chat, and stop it at the end.",
+    )
+    chat.add_argument(
+        "--api-key",
+        dest="api_key",
+        default=None,
+        metavar="KEY",
+        help=f"Sent as a Bearer token (default: {ENV_PREFIX}API_KEY).",
+    )
+    chat.add_argument("--system", default=None, metavar="TEXT", help="The system prompt.")
+    chat.add_argument("--temperature", type=float, default=None, help="Sampling temperature.")
+    chat.add_argument("--max-tokens", type=int, default=None, help="The most tokens of one answer.")
+    chat.add_argument(
+        "--n-ctx", type=int, default=None, help="With --embedded: the server's --n-ctx."
+    )
+    chat.add_argument(
+        "--threads", type=int, default=None, help="With --embedded: the server's --threads."
+    )
 
 
 def _exit_cleanly(_signum: int, _frame: object) -> None:
@@ -250,6 +292,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "chat":
+            from locallab_cpp.cli.chat import default_url, run_chat
+
+            # The chat's own flags are no server settings: only the environment and
+            # models.toml (where the server listens) count here.
+            settings = load_settings()
+            return run_chat(args, args.url or default_url(settings.host, settings.port))
         given = {k: v for k, v in vars(args).items() if k in FIELD_NAMES}
         settings = load_settings(given)
         if args.command == "serve":
