@@ -31,6 +31,7 @@ from locallab_cpp.engine.llama.loading import (
     release_freed_memory,
     resolve_gpu_layers,
 )
+from locallab_cpp.engine.llama.text import Pieces
 from locallab_cpp.errors import (
     EngineFailure,
     GenerationAborted,
@@ -148,6 +149,7 @@ class LlamaEmbeddingEngine:
             chat_format=None,
             loaded_at=time.time(),
             details=self._details(spec, settings, threads),
+            max_token_bytes=Pieces(self._vocab).longest(),
         )
         self._loop = EmbedLoop(
             self._ctx.ctx,
