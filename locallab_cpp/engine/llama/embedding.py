@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import llama_cpp
 from llama_cpp import _internals
@@ -290,6 +290,27 @@ class LlamaEmbeddingEngine:
                 f"Invalid request: input {index} holds token id {bad}; this model's "
                 f"vocabulary has ids 0 to {self._n_vocab - 1}."
             )
+
+    # ----- what a generating engine does: refused with a 400 ------------------------------
+
+    def _not_generating(self) -> InvalidRequest:
+        return InvalidRequest(
+            f"Invalid request: model '{self._info.model_id}' is an embedding model and "
+            "generates no text; use it with POST /v1/embeddings or /api/embed, and a chat "
+            "model for chat and completions."
+        )
+
+    def chat_prompt(self, *args: object, **kwargs: object) -> NoReturn:
+        """Refused: an embedding model has no chat (InvalidRequest)."""
+        raise self._not_generating()
+
+    def fim_tokens(self) -> None:
+        """An embedding model fills in no middle."""
+        return None
+
+    def submit(self, *args: object, **kwargs: object) -> NoReturn:
+        """Refused: an embedding model generates nothing (InvalidRequest)."""
+        raise self._not_generating()
 
     def close(self, reason: LocalLabError | None = None) -> None:
         """End waiting requests with ``reason``, stop the thread, then free the model."""
