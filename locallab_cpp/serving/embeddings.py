@@ -32,7 +32,9 @@ def embedding_models(models: ModelManager) -> list[ModelSpec]:
 
 
 def _examples(models: ModelManager) -> str:
-    names = [spec.id for spec in embedding_models(models)][:3]
+    # Models that need no download first (a package's or a local file), then the hub's.
+    specs = sorted(embedding_models(models), key=lambda spec: spec.source == "hub")
+    names = [spec.id for spec in specs][:3]
     if not names:
         return (
             "this server's registry has no embedding model: add one with "
