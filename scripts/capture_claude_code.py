@@ -54,6 +54,8 @@ USAGE = {
 }
 
 
+
+
 def message(model: str, content: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     return {
         "id": "msg_capture_0001",
@@ -101,6 +103,9 @@ def stream_events(model: str) -> bytes:
             sse("message_stop", {"type": "message_stop"}),
         ]
     )
+
+
+
 
 
 SESSION_ID = "00000000-0000-4000-8000-000000000000"
