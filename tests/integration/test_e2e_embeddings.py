@@ -178,6 +178,11 @@ def test_errors_and_the_server_stays_healthy(http: httpx.Client, srv: ServerProc
     assert r.status_code == 404 and "not found" in r.json()["error"]
     r = http.post("/v1/embeddings", json={"model": EMBED_MODEL, "input": [[300_000]]})
     assert r.status_code == 400 and "vocabulary" in r.json()["error"]["message"]
+    r = http.post(
+        "/v1/chat/completions",
+        json={"model": EMBED_MODEL, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert r.status_code == 400 and "embedding model" in r.json()["error"]["message"], r.text
     health = http.get("/health")
     assert health.status_code == 200, health.text
     assert srv.alive

@@ -122,6 +122,7 @@ class EmbedLoop:
     # ----- the engine thread -------------------------------------------------------------
 
     def _run(self) -> None:
+        items: list[_Item] = []
         try:
             while True:
                 with self.cond:
@@ -134,6 +135,7 @@ class EmbedLoop:
                 if items:
                     self._decode(items)
                 with self.cond:
+                    items = []
                     self.active = 0
         except Exception:
             logger.exception("the embedding thread failed")
@@ -142,7 +144,7 @@ class EmbedLoop:
                 self.stopping = True
                 self._reason = EngineFailure("The embedding engine failed; see the server log.")
         with self.cond:
-            left = list(self._pending)
+            left = [*items, *self._pending]  # the batch it failed in, if any, and the queue
             self._pending.clear()
             reason = self._reason
         for item in left:
