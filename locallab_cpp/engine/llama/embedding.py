@@ -26,11 +26,13 @@ from locallab_cpp.engine.base import EngineInfo, EngineStats
 from locallab_cpp.engine.lease import Leases
 from locallab_cpp.engine.llama.embed_loop import EmbedLoop, EmbedRequest
 from locallab_cpp.engine.llama.loading import (
+    gpu_offload_supported,
     init_backend,
     physical_cores,
     release_freed_memory,
     resolve_gpu_layers,
 )
+from locallab_cpp.engine.llama.repack import apply_repack, resolve_repack
 from locallab_cpp.engine.llama.text import Pieces
 from locallab_cpp.errors import (
     EngineFailure,
@@ -87,10 +89,12 @@ class LlamaEmbeddingEngine:
         threads = settings.threads or physical_cores()
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
-        # Repacked weights are multiplied by other kernels for the rows of a batch that fill
-        # a tile than for the rest, and round differently: an input's vector would change
-        # with its neighbours in the batch. Only --repack on repacks an embedding model.
-        mparams.use_extra_bufts = settings.repack == "on"
+        # Weights are read and repacked as for a chat model (loading.py, --repack).
+        mparams.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
+        plan = resolve_repack(
+            settings.repack, path, gpu_offload=n_gpu_layers > 0 and gpu_offload_supported()
+        )
+        self._repack = apply_repack(mparams, plan)  # held: llama.cpp keeps its pointer
         try:
             self._model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
         except ValueError:
@@ -120,9 +124,9 @@ class LlamaEmbeddingEngine:
         cparams.kv_unified = True  # every sequence may take the whole context
         cparams.no_perf = True
         # Without flash attention: its CPU kernel accumulates in half precision, so an
-        # input's vector would depend on what else shares its batch (well beyond float
-        # rounding); the plain path gives the same vector alone or in a batch. The attention
-        # matrix it needs (context x context per head) is in embed_sizing's plan.
+        # input's vector would depend on what else shares its batch more than through float
+        # rounding alone. The attention matrix the plain path needs (context x context per
+        # head) is in embed_sizing's plan.
         cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         try:
             self._ctx = _internals.LlamaContext(model=model, params=cparams, verbose=False)
