@@ -12,7 +12,7 @@ from pathlib import Path
 
 from locallab_cpp.config import Settings
 from locallab_cpp.models import sizing
-from locallab_cpp.models.embed_sizing import embed_plan
+from locallab_cpp.models.embed_sizing import embed_plan, file_architecture
 from locallab_cpp.models.gguf_shape import with_file_shape
 from locallab_cpp.models.registry import ModelSpec, Registry
 
@@ -73,7 +73,7 @@ def describe(
     shaped = with_file_shape(spec, path)
     if spec.kind != "chat":  # one context of its own, no slots (embed_sizing.py)
         free = sizing.available_memory(settings) if available is None else available
-        memory = embed_plan(shaped, settings, free, on_disk)
+        memory = embed_plan(shaped, settings, free, on_disk, architecture=file_architecture(path))
     else:
         memory = sizing.plan(shaped, settings, available, on_disk)
     return CatalogEntry(

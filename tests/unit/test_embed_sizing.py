@@ -55,3 +55,15 @@ def test_an_embedding_model_plans_no_slots_and_no_pool() -> None:
         assert chat.parallel > 1  # what the chat formula would have planned
     small = registry.get("bge-small-en-v1.5")
     assert not embed_plan(small, Settings(), available=32 * MIB, size=small.size_bytes).fits
+
+
+def test_a_causal_model_as_an_embedder_counts_its_logits() -> None:
+    gemma = Registry.load(None).get("gemma-3-270m")
+    as_encoder = embed_plan(gemma, Settings(), 64 * 1024 * MIB, gemma.size_bytes, architecture="")
+    as_itself = embed_plan(
+        gemma, Settings(), 64 * 1024 * MIB, gemma.size_bytes, architecture="gemma3"
+    )
+    logits = 2 * DEFAULT_EMBED_CONTEXT * 262_144 * 4  # compute and output buffers, f32
+    assert as_itself.need_bytes - as_encoder.need_bytes == logits
+    bert = embed_plan(gemma, Settings(), 64 * 1024 * MIB, gemma.size_bytes, architecture="bert")
+    assert bert.need_bytes == as_encoder.need_bytes
