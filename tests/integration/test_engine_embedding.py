@@ -162,3 +162,21 @@ def test_a_causal_model_pooled_by_its_last_token(pooling: str) -> None:
             engine.submit([])
     finally:
         engine.close()
+
+
+def test_a_rerank_template_is_filled_with_its_control_tokens_parsed(tmp_path: Path) -> None:
+    template = "[CLS] query: {query} [SEP] document: {document} [SEP]"
+    path = write_bert(tmp_path / "templated.gguf", rerank_template=template)
+    engine = LlamaEmbeddingEngine(spec=spec(path), path=path, settings=Settings(threads=1))
+    try:
+        tokens = engine.rerank_tokens("the cat", "a dog")
+        words = engine.tokenize("the cat", add_bos=False) + engine.tokenize("a dog", add_bos=False)
+        assert tokens[0] == CLS and tokens.count(SEP) == 2 and tokens[-1] == SEP
+        assert all(w in tokens for w in words)
+        # No BOS added in front of the template's own [CLS].
+        assert tokens == engine.tokenize(
+            template.replace("{query}", "the cat").replace("{document}", "a dog"),
+            add_bos=False,
+        )
+    finally:
+        engine.close()

@@ -21,8 +21,9 @@ HEADS = 4
 CONTEXT = 128
 
 
-def write_bert(path: Path, seed: int = 0) -> Path:
-    """Write the tiny BERT to ``path`` (CLS pooling declared in its header)."""
+def write_bert(path: Path, seed: int = 0, rerank_template: str | None = None) -> Path:
+    """Write the tiny BERT to ``path`` (CLS pooling declared in its header), with
+    ``rerank_template`` as its ``tokenizer.chat_template.rerank`` when given."""
     from gguf import GGUFWriter, PoolingType
 
     rng = np.random.default_rng(seed)
@@ -49,6 +50,8 @@ def write_bert(path: Path, seed: int = 0) -> Path:
     w.add_mask_token_id(MASK)
     w.add_add_bos_token(True)
     w.add_add_sep_token(True)
+    if rerank_template is not None:
+        w.add_chat_template([{"name": "rerank", "template": rerank_template}])
 
     def tensor(name: str, *dims: int) -> None:
         w.add_tensor(name, (rng.standard_normal(dims[::-1]) * 0.05).astype(np.float32))

@@ -231,7 +231,8 @@ class LlamaEmbeddingEngine:
         """The tokens of a (query, document) pair: the GGUF's rerank template with
         ``{query}`` and ``{document}`` filled (its control tokens parsed), else llama.cpp's
         layout ``[BOS] query [EOS] [SEP] document [EOS]``, each special token where the
-        vocabulary adds it, the texts tokenized as plain text."""
+        vocabulary adds it (SEP standing in for a missing EOS), the texts tokenized as
+        plain text."""
         with self._leases.hold():
             template = self._model_template(RERANK_TEMPLATE)
             if template is not None:
@@ -244,6 +245,7 @@ class LlamaEmbeddingEngine:
                 llama_cpp.llama_vocab_eos(vocab),
                 llama_cpp.llama_vocab_sep(vocab),
             )
+            eos = eos if eos >= 0 else sep  # llama.cpp's stand-in for a missing EOS
             add_bos = llama_cpp.llama_vocab_get_add_bos(vocab) and bos >= 0
             add_eos = llama_cpp.llama_vocab_get_add_eos(vocab) and eos >= 0
             add_sep = llama_cpp.llama_vocab_get_add_sep(vocab) and sep >= 0
