@@ -158,6 +158,8 @@ def test_ollama_client_embed_and_legacy_embeddings(srv: ServerProcess) -> None:
     assert len(short.embeddings[0]) == 64 and abs(norm(list(short.embeddings[0])) - 1) < 1e-5
     shown = api.show(EMBED_MODEL)
     assert list(shown.capabilities or []) == ["embedding"]
+    running = [m.model for m in api.ps().models]
+    assert running == [f"{EMBED_MODEL}:latest"]
 
 
 def test_errors_and_the_server_stays_healthy(http: httpx.Client, srv: ServerProcess) -> None:

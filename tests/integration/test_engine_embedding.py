@@ -180,3 +180,23 @@ def test_a_rerank_template_is_filled_with_its_control_tokens_parsed(tmp_path: Pa
         )
     finally:
         engine.close()
+
+
+def test_cancelled_requests_are_skipped(bert: LlamaEmbeddingEngine) -> None:
+    big = [[CLS, *([5] * 120), SEP]] * 64
+
+    async def main() -> float:
+        waiting = [asyncio.ensure_future(bert.embed(big)) for _ in range(40)]
+        await asyncio.sleep(0.05)
+        for task in waiting:
+            task.cancel()
+        started = time.monotonic()
+        [vector] = await bert.embed([[CLS, 6, SEP]])
+        assert len(vector) == EMBD
+        return time.monotonic() - started
+
+    # The small request does not wait for the 2,560 cancelled inputs to be computed: at most
+    # the batch being decoded when they were cancelled.
+    assert asyncio.run(main()) < 30
+    assert bert.stats().queued == 0
+    assert bert.stats().prompt_tokens < 40 * 64 * 122
