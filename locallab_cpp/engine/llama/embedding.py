@@ -107,7 +107,6 @@ class LlamaEmbeddingEngine:
         self._metadata = metadata
         self._vocab = model.vocab
         self._n_vocab = model.n_vocab()
-        self._add_bos = model.add_bos_token()
         self._pooling = choose_pooling(spec, metadata)
         self._n_ctx = embed_context(model.n_ctx_train(), settings)
         cparams = llama_cpp.llama_context_default_params()
