@@ -14,7 +14,6 @@ import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 from locallab_cpp.engine.base import EmbeddingEngine
 from locallab_cpp.errors import ContextLengthExceeded, InvalidRequest, printable
@@ -58,11 +57,12 @@ def check_embedding_model(models: ModelManager, model_id: str) -> ModelSpec:
 
 
 async def default_embedding_model(models: ModelManager) -> str:
-    """The resident embedding model, else the registry's first on disk, else its first;
-    InvalidRequest when the registry has none."""
-    current = models.current_id
-    if current is not None and models.registry.get(current).kind == EMBEDDING_KIND:
-        return current
+    """The most recently used resident embedding model, else the registry's first on
+    disk, else its first; InvalidRequest when the registry has none."""
+    for engine in reversed(models.residents()):
+        model_id = engine.info.model_id
+        if model_id in models.registry and models.registry.get(model_id).kind == EMBEDDING_KIND:
+            return model_id
     specs = embedding_models(models)
     if not specs:
         raise InvalidRequest(f"Invalid request: 'model': {_examples(models)}.")
@@ -79,8 +79,7 @@ async def embedder_for(models: ModelManager, name: str | None) -> tuple[str, Emb
     if model_id is None:
         model_id = await default_embedding_model(models)
     check_embedding_model(models, model_id)
-    engine = await models.engine_for(model_id)
-    return model_id, cast(EmbeddingEngine, engine)
+    return model_id, await models.embedder_for(model_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ vector (a causal model's summary of the whole input): the API wants one vector a
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -228,15 +229,14 @@ class LlamaEmbeddingEngine:
 
     def rerank_tokens(self, query: str, document: str) -> list[int]:
         """The tokens of a (query, document) pair: the GGUF's rerank template with
-        ``{query}`` and ``{document}`` filled (its control tokens parsed), else llama.cpp's
-        layout ``[BOS] query [EOS] [SEP] document [EOS]``, each special token where the
+        ``{query}`` and ``{document}`` filled (its control tokens parsed, the texts not),
+        else llama.cpp's layout ``[BOS] query [EOS] [SEP] document [EOS]``, each special token where the
         vocabulary adds it (SEP standing in for a missing EOS), the texts tokenized as
         plain text."""
         with self._leases.hold():
             template = self._model_template(RERANK_TEMPLATE)
             if template is not None:
-                prompt = template.replace("{query}", query).replace("{document}", document)
-                return self.tokenize(prompt, add_bos=False, special=True)
+                return self._fill_template(template, query, document)
             vocab = self._vocab
             out: list[int] = []
             bos, eos, sep = (
@@ -259,6 +259,20 @@ class LlamaEmbeddingEngine:
             if add_eos:
                 out.append(eos)
             return out
+
+    def _fill_template(self, template: str, query: str, document: str) -> list[int]:
+        """The template's own text tokenized with its control tokens, the client's query
+        and document as plain text: a document holding ``<|im_end|>`` cannot close the
+        template's turn, nor a query holding ``{document}`` pull the document in twice."""
+        out: list[int] = []
+        for piece in re.split(r"(\{query\}|\{document\})", template):
+            if piece == "{query}":
+                out += self.tokenize(query, add_bos=False, special=False)
+            elif piece == "{document}":
+                out += self.tokenize(document, add_bos=False, special=False)
+            elif piece:
+                out += self.tokenize(piece, add_bos=False, special=True)
+        return out
 
     def _model_template(self, name: str) -> str | None:
         raw = llama_cpp.llama_model_chat_template(self._model.model, name.encode())

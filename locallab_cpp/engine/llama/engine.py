@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import llama_cpp
 
@@ -229,19 +229,19 @@ class LlamaEngine:
             release_freed_memory()
 
 
-EngineFactory = Callable[[ModelSpec, Path, Settings], LlamaEngine]
+EngineFactory = Callable[[ModelSpec, Path, Settings], "LlamaEngine | LlamaEmbeddingEngine"]
 
 
 class LlamaEngineFactory:
     """Opens LlamaEngines; the ModelManager also asks it to check a file before a load."""
 
-    def __call__(self, spec: ModelSpec, path: Path, settings: Settings) -> LlamaEngine:
+    def __call__(
+        self, spec: ModelSpec, path: Path, settings: Settings
+    ) -> LlamaEngine | LlamaEmbeddingEngine:
         """Load ``path`` and start its decode thread (blocking: call from a worker thread):
         a LlamaEmbeddingEngine for an embedding or rerank model (registry ``kind``)."""
         if spec.kind in ("embedding", "rerank"):
-            # The manager holds either kind of engine; until it types both, the embedding
-            # engine passes for a generating one (serving/embeddings.py casts it back).
-            return cast(LlamaEngine, LlamaEmbeddingEngine(spec=spec, path=path, settings=settings))
+            return LlamaEmbeddingEngine(spec=spec, path=path, settings=settings)
         return LlamaEngine(spec=spec, path=path, settings=settings)
 
     def preflight(self, spec: ModelSpec, path: Path) -> None:
