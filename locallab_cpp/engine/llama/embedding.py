@@ -230,9 +230,9 @@ class LlamaEmbeddingEngine:
     def rerank_tokens(self, query: str, document: str) -> list[int]:
         """The tokens of a (query, document) pair: the GGUF's rerank template with
         ``{query}`` and ``{document}`` filled (its control tokens parsed, the texts not),
-        else llama.cpp's layout ``[BOS] query [EOS] [SEP] document [EOS]``, each special token where the
-        vocabulary adds it (SEP standing in for a missing EOS), the texts tokenized as
-        plain text."""
+        else llama.cpp's layout ``[BOS] query [EOS] [SEP] document [EOS]``, each special
+        token where the vocabulary adds it (SEP standing in for a missing EOS), the texts
+        tokenized as plain text."""
         with self._leases.hold():
             template = self._model_template(RERANK_TEMPLATE)
             if template is not None:
