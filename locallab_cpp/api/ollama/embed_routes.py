@@ -95,7 +95,7 @@ async def _engine(
     model_id = model_of(models, name, on_disk=not models.settings.pull_on_demand)
     serving.check_embedding_model(models, model_id)
     keep = None if keep_alive is None else (parse_keep_alive(keep_alive),)  # 400s first
-    resident = models.current_id == model_id
+    resident = models.resident(model_id) is not None
     started = time.perf_counter_ns()
     _, engine = await serving.embedder_for(models, model_id)
     load_ns = 0 if resident else time.perf_counter_ns() - started
