@@ -2,7 +2,7 @@
 
 Requests queue their inputs here (:meth:`EmbedLoop.queue`, from the event loop); the
 thread takes as many waiting inputs as one batch holds (up to ``n_seq_max`` sequences and
-``n_batch`` tokens, whichever request they came from), gives each a sequence id of its
+:data:`PACK_TOKENS` tokens, or one longer input, whichever request they came from), gives each a sequence id of its
 own, decodes them in one ``llama_decode``, reads each sequence's pooled vector, clears the
 cache and resolves the requests whose last input that was. Only this thread touches the
 context. A whole input always goes into one batch: llama.cpp pools a sequence only when it
@@ -27,6 +27,13 @@ from locallab_cpp.errors import EngineFailure, GenerationAborted, LocalLabError
 logger = logging.getLogger("locallab_cpp.engine")
 
 POOLING_NONE = "none"
+
+PACK_TOKENS = 512
+"""Tokens of several inputs packed into one decode, at most (a longer input goes alone).
+Every sequence shares the one KV cache, and attention is computed over all the cells a
+decode fills, masked per sequence: packing many inputs together makes each token's
+attention cost grow with the whole pack, while the weights' matrix products gain little
+past a few hundred rows. docs/benchmarks.md has the measurement."""
 
 
 @dataclass(eq=False)
@@ -155,17 +162,19 @@ class EmbedLoop:
         do not fit stay at the head for the next batch."""
         items: list[_Item] = []
         tokens = 0
+        limit = self._n_batch
         while self._pending and len(items) < self._n_seq_max:
             item = self._pending[0]
             if item.request.abandoned or item.request.future.done():
                 self._pending.popleft()
                 continue
             size = len(item.request.inputs[item.index])
-            if items and tokens + size > self._n_batch:
+            if items and tokens + size > limit:
                 break
             self._pending.popleft()
             items.append(item)
             tokens += size
+            limit = min(self._n_batch, max(PACK_TOKENS, tokens))
         return items
 
     def _decode(self, items: list[_Item]) -> None:
