@@ -375,3 +375,37 @@ def test_a_damaged_memo_costs_only_a_rehash(tmp_path: Path) -> None:
     memo_dir.mkdir()
     (memo_dir / "model-sha256.json").write_text("{not json")
     assert file_sha256(model, memo_dir) == hashlib.sha256(b"weights").hexdigest()
+
+
+def test_loads_while_the_writer_replaces_the_file(
+    tmp_path: Path, opened: list[PromptFiles]
+) -> None:
+    versions = (b"1" * 3000, b"2" * 3100)
+    store = _start(opened, tmp_path, max_pending=64)
+    store.save(TOKENS, versions[0])
+    assert store.flush(10)
+    entry = _only(store)
+    for n in range(40):
+        store.save(TOKENS, versions[(n + 1) % 2])
+    loaded = [store.load(entry) for _ in range(100)]
+    assert store.flush(10)
+    # Each load saw one whole version; a file replaced under a reader is never rejected.
+    assert all(payload in versions for payload in loaded)
+    assert store.stats["rejected"] == 0
+    assert store.stats["written"] > 1
+
+
+def test_a_symlinked_file_is_not_followed(
+    tmp_path: Path, opened: list[PromptFiles], caplog: pytest.LogCaptureFixture
+) -> None:
+    first = _start(opened, tmp_path / "a")
+    first.save(TOKENS, b"l" * 100)
+    assert first.flush(10)
+    first.close()
+    (real,) = (tmp_path / "a").glob("*.lpc")
+    (tmp_path / "b").mkdir(mode=0o700)
+    (tmp_path / "b" / real.name).symlink_to(real)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        second = _start(opened, tmp_path / "b")
+    assert second.entries() == []
+    assert any("ignored" in r.getMessage() for r in caplog.records)
