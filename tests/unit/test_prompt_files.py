@@ -409,3 +409,17 @@ def test_a_symlinked_file_is_not_followed(
         second = _start(opened, tmp_path / "b")
     assert second.entries() == []
     assert any("ignored" in r.getMessage() for r in caplog.records)
+
+
+def test_saving_a_stored_prefix_again_only_marks_it_used(
+    tmp_path: Path, opened: list[PromptFiles]
+) -> None:
+    store = _start(opened, tmp_path)
+    store.save(TOKENS, b"k" * 500)
+    assert store.flush(10)
+    entry = _only(store)
+    os.utime(entry.path, (1_000_000, 1_000_000))
+    store.save(TOKENS, b"k" * 500)
+    assert store.flush(10)
+    assert store.stats["written"] == 1
+    assert entry.path.stat().st_mtime > time.time() - 600

@@ -171,11 +171,10 @@ class PromptFiles:
 
     def save(self, tokens: Sequence[int], payload: bytes) -> None:
         """Queues ``payload`` as the state after ``tokens``; returns at once."""
-        if self._thread is None or not tokens or len(payload) > self._cap:
-            if self._thread is not None and len(payload) > self._cap:
-                logger.debug(
-                    "prompt cache: %d-byte state over the disk cap, not saved", len(payload)
-                )
+        if self._thread is None or not tokens:
+            return
+        if len(payload) > self._cap:
+            logger.debug("prompt cache: %d-byte state over the disk cap, not saved", len(payload))
             return
         with self._lock:
             if self._stop:
@@ -337,9 +336,13 @@ class PromptFiles:
         with self._lock:
             known = self._index.get(name)
         if known is not None and known.prompt is not None and known.prompt.size == len(payload):
-            # The same prefix under the same identity: the state on disk is as good.
-            with contextlib.suppress(OSError):
+            # The same prefix under the same identity: the state on disk is as good, and
+            # rewriting it would only wear the disk. Gone meanwhile, it is written again.
+            try:
                 os.utime(path, (now, now))
+            except OSError:
+                pass
+            else:
                 with self._lock:
                     known.used = now
                 return
