@@ -2,11 +2,12 @@
 
 Requests queue their inputs here (:meth:`EmbedLoop.queue`, from the event loop); the
 thread takes as many waiting inputs as one batch holds (up to ``n_seq_max`` sequences and
-:data:`PACK_TOKENS` tokens, or one longer input, whichever request they came from), gives each a sequence id of its
-own, decodes them in one ``llama_decode``, reads each sequence's pooled vector, clears the
-cache and resolves the requests whose last input that was. Only this thread touches the
-context. A whole input always goes into one batch: llama.cpp pools a sequence only when it
-sees all of it in one ubatch (non-causal models cannot be decoded piecewise at all).
+:data:`PACK_TOKENS` tokens, or one longer input, whichever request they came from), gives
+each a sequence id of its own, decodes them in one ``llama_decode``, reads each sequence's
+pooled vector, clears the cache and resolves the requests whose last input that was. Only
+this thread touches the context. A whole input always goes into one batch: llama.cpp
+pools a sequence only when it sees all of it in one ubatch (non-causal models cannot be
+decoded piecewise at all).
 """
 
 from __future__ import annotations
