@@ -23,6 +23,7 @@ from locallab_cpp.api.ollama.routes import OLLAMA_API
 from locallab_cpp.api.openai.routes import OPENAI_API
 from locallab_cpp.api.rerank.routes import RERANK_APIS
 from locallab_cpp.api.responses.routes import RESPONSES_API
+from locallab_cpp.api.web.routes import WEB_API
 from locallab_cpp.config import Settings
 from locallab_cpp.errors import LocalLabError
 from locallab_cpp.http import middleware
@@ -49,6 +50,7 @@ BUILTIN_APIS: tuple[Api, ...] = (
     OLLAMA_API,
     INFILL_API,
     *RERANK_APIS,
+    WEB_API,
 )
 """The APIs every server speaks. A new API adds its :class:`~locallab_cpp.api.Api` here."""
 

@@ -1427,8 +1427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.markdown:
             agent_args += ["--markdown", str(args.markdown)]
         if not args.no_llama_server:
-            found = _llama_server_module().find_binary(Path(__file__).resolve().parent.parent,
-                                                      args.llama_server)[0]
+            found = _llama_server_module().find_binary(
+                Path(__file__).resolve().parent.parent, args.llama_server
+            )[0]
             if found is not None:
                 agent_args += ["--llama-server", str(found)]
         return int(bench_agent.main(agent_args))

@@ -54,8 +54,6 @@ USAGE = {
 }
 
 
-
-
 def message(model: str, content: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     return {
         "id": "msg_capture_0001",
@@ -103,9 +101,6 @@ def stream_events(model: str) -> bytes:
             sse("message_stop", {"type": "message_stop"}),
         ]
     )
-
-
-
 
 
 SESSION_ID = "00000000-0000-4000-8000-000000000000"

@@ -75,8 +75,6 @@ def codex_env(home: str) -> dict[str, str]:
     }
 
 
-
-
 def response(model: str, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "id": "resp_capture_0001",
@@ -122,9 +120,6 @@ def stream_events(model: str) -> bytes:
         sse(name, {"type": name, "sequence_number": n, **data})
         for n, (name, data) in enumerate(events)
     )
-
-
-
 
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

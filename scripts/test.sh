@@ -28,6 +28,21 @@ else
     echo "scripts/test.sh: npm not found; the Claude Code end-to-end test will fail" >&2
 fi
 
+# Debian's chromium and its driver for tests/integration/test_e2e_web.py (the chat page in
+# a real browser); installed only when missing. If they cannot be, that test fails and says so.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    sudo_cmd=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+        sudo_cmd="sudo"
+    fi
+    if command -v apt-get >/dev/null 2>&1; then
+        $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver >/dev/null \
+            || echo "scripts/test.sh: could not install chromium; the browser test will fail" >&2
+    else
+        echo "scripts/test.sh: no apt-get for chromium; the browser test will fail" >&2
+    fi
+fi
+
 .venv/bin/python -m ruff check locallab_cpp tests scripts
 .venv/bin/python -m mypy
 .venv/bin/python -m pytest "$@"

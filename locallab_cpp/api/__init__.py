@@ -29,12 +29,16 @@ class Api:
     routes: tuple[ControllerRouterHandler, ...]
     """Route handlers with paths relative to ``prefix``."""
     errors: ErrorRenderer
+    root_routes: tuple[ControllerRouterHandler, ...] = ()
+    """Route handlers mounted at the root instead, outside ``prefix`` (the chat page's
+    ``GET /``); their errors are the root API's."""
 
     def route_handlers(self) -> list[ControllerRouterHandler]:
-        """The routes, mounted under the prefix so none can stray outside it."""
+        """The routes, mounted under the prefix so none can stray outside it, then the
+        root routes."""
         if self.prefix.strip("/") == "":
-            return list(self.routes)
-        return [Router(path=self.prefix, route_handlers=list(self.routes))]
+            return [*self.routes, *self.root_routes]
+        return [Router(path=self.prefix, route_handlers=list(self.routes)), *self.root_routes]
 
 
 def error_formats(apis: Sequence[Api]) -> ErrorFormats:

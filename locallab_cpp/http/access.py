@@ -24,6 +24,7 @@ from collections.abc import Iterable
 
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send, WebSocketCloseEvent
 
+from locallab_cpp import web
 from locallab_cpp.config import Settings
 from locallab_cpp.errors import ErrorKind
 from locallab_cpp.http.errors import ErrorFormats, Problem, send_problem
@@ -32,8 +33,9 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 """Names every server answers to, whatever it is bound to."""
 WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
 """Bind addresses that listen on every interface."""
-OPEN_PATHS = frozenset({"/health"})
-"""Paths answered without an API key: a liveness probe carries no secret."""
+OPEN_PATHS = frozenset({"/health", *web.PAGE_PATHS})
+"""Paths answered without an API key: a liveness probe and the chat page's own files (the
+same for everyone) carry no secret. Exact paths: ``/static/../v1/models`` is not one."""
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from locallab_cpp.config import Settings
 from locallab_cpp.models import sizing
+from locallab_cpp.models.embed_sizing import embed_plan, file_architecture
 from locallab_cpp.models.gguf_shape import with_file_shape
 from locallab_cpp.models.registry import ModelSpec, Registry
 
@@ -69,7 +70,12 @@ def describe(
     path = registry.local_path(spec)
     on_disk = _file_size(path)
     # The file's header gives the shape where it is on disk (cached per file).
-    memory = sizing.plan(with_file_shape(spec, path), settings, available, on_disk)
+    shaped = with_file_shape(spec, path)
+    if spec.kind != "chat":  # one context of its own, no slots (embed_sizing.py)
+        free = sizing.available_memory(settings) if available is None else available
+        memory = embed_plan(shaped, settings, free, on_disk, architecture=file_architecture(path))
+    else:
+        memory = sizing.plan(shaped, settings, available, on_disk)
     return CatalogEntry(
         spec=spec,
         path=path,

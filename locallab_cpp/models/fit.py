@@ -21,6 +21,7 @@ from locallab_cpp.config import Settings
 from locallab_cpp.engine.base import EngineInfo
 from locallab_cpp.errors import InsufficientMemory
 from locallab_cpp.models import sizing
+from locallab_cpp.models.embed_sizing import embed_plan, file_architecture
 from locallab_cpp.models.gguf_shape import with_file_shape
 from locallab_cpp.models.registry import ModelSpec
 
@@ -152,6 +153,17 @@ def check_fits(
     shaped = with_file_shape(spec, path)
     size = path.stat().st_size
     available = available_after(settings, freed)
+    if spec.kind != "chat":  # no slots and no KV pool: one context of the model's size
+        planned = embed_plan(
+            shaped, settings, available, size, architecture=file_architecture(path)
+        )
+        if planned.fits:
+            return planned
+        raise InsufficientMemory(
+            f"Model '{spec.id}' does not fit in memory: it needs "
+            f"{_amount(planned.need_bytes)} ({planned.reason}) and {_amount(available)} is "
+            "available. Free memory, lower --n-ctx or choose a smaller quantization."
+        )
     planned = sizing.plan(shaped, settings, available, size)
     if planned.fits:
         check_gpu(shaped, settings, planned)

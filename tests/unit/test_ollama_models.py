@@ -299,8 +299,6 @@ def test_delete_refuses_what_it_cannot_delete(client: TestClient[Any]) -> None:
         ("POST", "/api/push", "never uploads"),
         ("POST", "/api/copy", "--model-alias"),
         ("POST", "/api/blobs/sha256:abc", "models.toml"),
-        ("POST", "/api/embed", "embedding"),
-        ("POST", "/api/embeddings", "embedding"),
     ],
 )
 def test_unsupported_endpoints_answer_501(

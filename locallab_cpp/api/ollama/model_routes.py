@@ -1,6 +1,6 @@
 """Ollama's model endpoints: GET /api/version, /api/tags, /api/ps; POST /api/show,
 /api/pull; DELETE /api/delete; and a 501 for what the server does not do (create, push,
-copy, blobs, embeddings), saying what to use instead.
+copy, blobs), saying what to use instead. Embeddings are embed_routes.py's.
 
 Models are registry entries named ``id:latest`` (names.py). Every handler that touches the
 disk (hub cache look-ups, a GGUF header, a sha256 not yet known) does it in a worker thread.
@@ -232,16 +232,6 @@ class OllamaUnsupportedController(Controller):
     async def blob_upload(self, digest: FromPath[str]) -> Response[Any]:
         """Blob uploads (part of create)."""
         return _unsupported("POST /api/blobs", _MODELS)
-
-    @post("/embed", status_code=501)
-    async def embed(self) -> Response[Any]:
-        """Embeddings."""
-        return _unsupported("POST /api/embed", "this server has no embedding models")
-
-    @post("/embeddings", status_code=501)
-    async def embeddings(self) -> Response[Any]:
-        """Embeddings (the older endpoint)."""
-        return _unsupported("POST /api/embeddings", "this server has no embedding models")
 
 
 MODEL_ROUTES: tuple[ControllerRouterHandler, ...] = (

@@ -9,7 +9,8 @@
   convention (engine/llama/chat_tools.py), and calls are read back the same way for all;
   Roo Code drops a model whose capabilities lack "tools";
   "insert" where the vocabulary has FIM prefix, suffix and middle tokens (the tokens
-  serving/fim.py uses); "thinking" where the template writes ``<think>``.
+  serving/fim.py uses); "thinking" where the template writes ``<think>``. An embedding
+  model (registry ``kind = "embedding"``) has ``["embedding"]`` only.
 * ``template``: the GGUF's chat template (Jinja), or Ollama's default ``{{ .Prompt }}`` for
   a model without one. For a model with FIM tokens it is wrapped in a Go-template
   ``{{- if .Suffix }}...{{- else }}...{{- end }}`` that shows the FIM prompt /api/generate
@@ -54,8 +55,11 @@ def model_info(info: GGUFInfo, n_ctx: int, *, verbose: bool = False) -> dict[str
     return out
 
 
-def capabilities(info: GGUFInfo) -> list[str]:
-    """Ollama's capability names for the model (see the module docstring)."""
+def capabilities(info: GGUFInfo, kind: str = "chat") -> list[str]:
+    """Ollama's capability names for the model (see the module docstring); an embedding
+    model (registry ``kind``) has "embedding" alone, as Ollama shows one."""
+    if kind == "embedding":
+        return ["embedding"]
     found = ["completion"]
     template = info.chat_template
     found.append("tools")  # every template: the engine writes what one cannot show
@@ -115,7 +119,7 @@ def show_response(
         template=template,
         details=details(view),
         model_info=model_info(info, n_ctx, verbose=verbose),
-        capabilities=capabilities(info),
+        capabilities=capabilities(info, view.spec.kind),
         modified_at=rfc3339(view.modified),
         license=license_text if isinstance(license_text, str) else "",
     )

@@ -22,6 +22,7 @@ from locallab_cpp.engine.lease import Leases
 from locallab_cpp.engine.llama import extras
 from locallab_cpp.engine.llama.chat_segments import vocab_control_texts, vocab_eog_texts
 from locallab_cpp.engine.llama.chat_template import ChatTemplate
+from locallab_cpp.engine.llama.embedding import LlamaEmbeddingEngine
 from locallab_cpp.engine.llama.gguf import GGUFError, check_gguf
 from locallab_cpp.engine.llama.loading import open_model, release_freed_memory
 from locallab_cpp.engine.llama.scheduler import DecodeLoop
@@ -228,14 +229,19 @@ class LlamaEngine:
             release_freed_memory()
 
 
-EngineFactory = Callable[[ModelSpec, Path, Settings], LlamaEngine]
+EngineFactory = Callable[[ModelSpec, Path, Settings], "LlamaEngine | LlamaEmbeddingEngine"]
 
 
 class LlamaEngineFactory:
     """Opens LlamaEngines; the ModelManager also asks it to check a file before a load."""
 
-    def __call__(self, spec: ModelSpec, path: Path, settings: Settings) -> LlamaEngine:
-        """Load ``path`` and start its decode thread (blocking: call from a worker thread)."""
+    def __call__(
+        self, spec: ModelSpec, path: Path, settings: Settings
+    ) -> LlamaEngine | LlamaEmbeddingEngine:
+        """Load ``path`` and start its decode thread (blocking: call from a worker thread):
+        a LlamaEmbeddingEngine for an embedding or rerank model (registry ``kind``)."""
+        if spec.kind in ("embedding", "rerank"):
+            return LlamaEmbeddingEngine(spec=spec, path=path, settings=settings)
         return LlamaEngine(spec=spec, path=path, settings=settings)
 
     def preflight(self, spec: ModelSpec, path: Path) -> None:

@@ -1,0 +1,1 @@
+"""The chat page at ``/`` and its static files at ``/static/{name}``."""
