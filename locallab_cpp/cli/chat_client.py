@@ -149,7 +149,11 @@ def chat_events(lines: Iterable[str]) -> Iterator[ChatEvent]:
 
 
 class ChatClient:
-    """The chat API of the server at ``base_url``; ``api_key`` is sent as a Bearer token."""
+    """The chat API of the server at ``base_url``; ``api_key`` is sent as a Bearer token.
+
+    ``transport`` replaces httpx's network transport, ``http`` the whole client (tests: a
+    fake transport, or an in-process app's test client).
+    """
 
     def __init__(
         self,
@@ -157,11 +161,12 @@ class ChatClient:
         api_key: str | None = None,
         *,
         transport: httpx.BaseTransport | None = None,
+        http: httpx.Client | None = None,
         timeout: httpx.Timeout = TIMEOUT,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(
+        self._http = http or httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
         )
 
