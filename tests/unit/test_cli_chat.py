@@ -421,9 +421,11 @@ def test_colours_only_on_a_terminal_without_no_color() -> None:
 
 def test_chat_flags_parse() -> None:
     args = build_parser().parse_args(
-        ["chat", "beta", "--url", "http://h:1", "--api-key", "k", "--system", "S"]
-        + ["--temperature", "0.5", "--max-tokens", "9", "--embedded", "--n-ctx", "512"]
-        + ["--threads", "2"]
+        [
+            *("chat", "beta", "--url", "http://h:1", "--api-key", "k", "--system", "S"),
+            *("--temperature", "0.5", "--max-tokens", "9", "--embedded", "--n-ctx", "512"),
+            *("--threads", "2"),
+        ]
     )
     assert (args.command, args.model, args.url, args.api_key, args.system) == (
         "chat",
