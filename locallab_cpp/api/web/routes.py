@@ -9,7 +9,7 @@ could run no script.
 
 from __future__ import annotations
 
-from litestar import Response, get
+from litestar import Response, get, head
 from litestar.params import FromPath
 
 from locallab_cpp import web
@@ -53,6 +53,13 @@ def index() -> Response[bytes]:
     return _file("index.html")
 
 
+@head("/", summary="The chat page's headers", include_in_schema=False, sync_to_thread=False)
+def index_head() -> Response[None]:
+    """What GET / would answer, without the body: clients probe the root with HEAD to see
+    that a server is there (Claude Code does)."""
+    return Response(None, media_type=web.FILES["index.html"], headers=security_headers())
+
+
 @get(
     "/{name:str}", summary="A file of the chat page", include_in_schema=False, sync_to_thread=False
 )
@@ -66,6 +73,6 @@ WEB_API = Api(
     prefix=web.STATIC_PREFIX.rstrip("/"),
     routes=(static_file,),
     errors=LOCALLAB_ERRORS,
-    root_routes=(index,),
+    root_routes=(index, index_head),
 )
 """The chat page: ``/`` and ``/static/{name}``, answered in the LocalLab error format."""
