@@ -97,7 +97,6 @@ def test_the_pages_own_origin_may_post_json(models_file: Path) -> None:
         assert "access-control-allow-origin" not in evil.headers
 
 
-
 def test_head_of_the_page_answers_its_headers_without_a_body(models_file: Path) -> None:
     with make_client(models_file) as client:
         r = client.head("/")
