@@ -105,11 +105,19 @@ def test_terminal_chat_streams_stops_and_runs_its_commands(
         child.sendline("/save chat.md")
         child.expect(r"\(saved \d+ messages as \w+ to chat.md\)")
         child.expect_exact(PROMPT)
+        # The saved forms: a chat request's messages (system prompt first), and Markdown.
         saved = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
-        text = json.dumps(saved)
-        assert "Count: 1, 2, 3," in text and "Tell a very long story." in text
+        assert saved["model"] == "gemma-3-270m"
+        roles = [m["role"] for m in saved["messages"]]
+        assert roles == ["system", "user", "assistant"], saved
+        system, question, reply = (m["content"] for m in saved["messages"])
+        assert system == "Tell a very long story." and question == "Count: 1, 2, 3,"
+        shown, kept = " ".join(answered.split()), " ".join(reply.split())
+        assert kept and kept[:20] in shown, (kept, shown)  # the answer saved is the one streamed
         markdown = (tmp_path / "chat.md").read_text(encoding="utf-8")
-        assert "Count: 1, 2, 3," in markdown
+        assert markdown.startswith("# Chat with gemma-3-270m")
+        assert "**System prompt:** Tell a very long story." in markdown
+        assert "## You\n\nCount: 1, 2, 3," in markdown and "## gemma-3-270m\n" in markdown
 
         # History: the up arrow brings back the last line sent ("/save chat.md").
         child.send("\x1b[A")
