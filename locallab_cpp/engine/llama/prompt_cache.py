@@ -74,10 +74,11 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     i, step = 0, 512
     while i < n:
         j = min(n, i + step)
-        if a[i:j] == b[i:j]:
+        # tuple(): a list's slice never equals a tuple's, whatever they hold.
+        if tuple(a[i:j]) == tuple(b[i:j]):
             i = j
             continue
-        while a[i] == b[i]:
+        while i < j and a[i] == b[i]:
             i += 1
         return i
     return n

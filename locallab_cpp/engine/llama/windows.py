@@ -87,8 +87,10 @@ class Windows:
         """Checkpoints put back (a stats counter for tests and logs)."""
         self._for_cache: dict[int, set[int]] = {}
         """Per slot: positions checkpointed for the prompt cache (prompt_cache.py)."""
+        self._harvest_too: dict[int, set[int]] = {}
+        """Per slot: positions both the slot and the prompt cache wanted."""
         self._harvest: dict[int, list[Checkpoint]] = {}
-        """Per slot: the checkpoints taken at those positions, beyond the slot's own few."""
+        """Per slot: the checkpoints taken for the cache, beyond the slot's own few."""
 
     def checkpoints(self, slot: Slot) -> list[Checkpoint]:
         """The slot's checkpoints, earliest first."""
@@ -103,6 +105,7 @@ class Windows:
         self._target.pop(slot.seq_id, None)
         self._harvest.pop(slot.seq_id, None)
         self._for_cache.pop(slot.seq_id, None)
+        self._harvest_too.pop(slot.seq_id, None)
         if not self.enabled or slot.job is None:
             return
         inp = slot.job.inp
@@ -113,9 +116,12 @@ class Windows:
         hint = inp.checkpoint_at
         if hint is not None and MIN_CHECKPOINT_TOKENS <= hint < end and hint > slot.prompt_pos:
             wanted.add(hint)
+        # The cache's own positions are kept apart (harvest), so that they do not push the
+        # slot's few checkpoints out; a position wanted by both goes to both.
         cache = {n for n in for_cache if MIN_CHECKPOINT_TOKENS <= n < end and n > slot.prompt_pos}
         if cache:
-            self._for_cache[slot.seq_id] = cache
+            self._for_cache[slot.seq_id] = cache - wanted
+            self._harvest_too[slot.seq_id] = cache & wanted
             wanted |= cache
         wanted -= {c.n_tokens for c in self.checkpoints(slot)}
         if not wanted:
@@ -152,6 +158,9 @@ class Windows:
             return
         point = Checkpoint(len(slot.kv_tokens), bytes(buf)[:written])
         if point.n_tokens in self._for_cache.get(slot.seq_id, ()):
+            self._harvest.setdefault(slot.seq_id, []).append(point)
+            return  # the cache's alone
+        if point.n_tokens in self._harvest_too.get(slot.seq_id, ()):
             self._harvest.setdefault(slot.seq_id, []).append(point)
         kept = self._saved.setdefault(slot.seq_id, [])
         kept.append(point)
