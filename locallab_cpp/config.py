@@ -140,6 +140,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     model, say); loading one more unloads the least recently used idle one first. 0: as
     many as the memory budget holds."""
 
+    prompt_cache_ram: Annotated[int, msgspec.Meta(ge=0)] = 1 << 30
+    """Bytes of host memory, per model, for the KV state of long prompts' prefixes (an
+    agent's system prompt and tools, a conversation so far): a request sharing a cached
+    prefix restores it into whichever slot it gets instead of computing it, after its own
+    slot's cache was evicted or when another session sent it. A hard limit (least recently
+    used out first), counted in the memory estimate, and never more than an eighth of the
+    memory available at load. 0 switches the cache off."""
+
+    prompt_cache_min_tokens: Annotated[int, msgspec.Meta(ge=16)] = 1024
+    """Prompts shorter than this are neither cached nor restored from the prompt cache:
+    computing them is cheap, and a slot's own cache already serves a follow-up turn."""
+
+    prompt_cache_dir: str = ""
+    """Folder where cached prompt states are also written (in the background), so that
+    they survive a restart; created private to the user. Empty means
+    $XDG_CACHE_HOME/locallab_cpp/prompt-cache (~/.cache/locallab_cpp/prompt-cache). Files
+    from another model file, llama.cpp build or cache type, and damaged ones, are ignored."""
+
+    prompt_cache_disk: Annotated[int, msgspec.Meta(ge=0)] = 8 << 30
+    """Bytes the prompt cache's folder may take (least recently used files out first);
+    0 keeps the prompt cache in memory only."""
+
     n_batch: Annotated[int, msgspec.Meta(ge=32, le=8192)] = 512
     """Most tokens sent to llama.cpp in one decode step; long prompts are cut into chunks of
     this size so that running streams keep flowing."""
@@ -322,6 +344,16 @@ def _parse_env(name: str, raw: str) -> Any:
     if name in LIST_FIELDS:
         return [part.strip() for part in raw.split(",") if part.strip()]
     return raw
+
+
+def prompt_cache_folder(settings: Settings, env: Mapping[str, str] | None = None) -> Path:
+    """Where the prompt cache's files go: ``prompt_cache_dir``, else the user's cache
+    folder's locallab_cpp/prompt-cache."""
+    if settings.prompt_cache_dir:
+        return Path(settings.prompt_cache_dir).expanduser()
+    env = os.environ if env is None else env
+    cache = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "locallab_cpp" / "prompt-cache"
 
 
 def user_models_file(env: Mapping[str, str] | None = None) -> Path:

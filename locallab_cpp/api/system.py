@@ -80,6 +80,7 @@ class SystemController(Controller):
                 cached_prompt_tokens=stats.cached_prompt_tokens,
                 drafted_tokens=stats.drafted_tokens,
                 evicted_tokens=stats.evicted_tokens,
+                prompt_cache=stats.prompt_cache,
             )
         offloading = engine is None or engine.info.n_gpu_layers > 0
         return SystemInfo(

@@ -42,6 +42,10 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--memory-limit", "memory_limit", int),
     ("--max-models", "max_models", int),
     ("--gpu-memory-limit", "gpu_memory_limit", int),
+    ("--prompt-cache-ram", "prompt_cache_ram", int),
+    ("--prompt-cache-min-tokens", "prompt_cache_min_tokens", int),
+    ("--prompt-cache-dir", "prompt_cache_dir", str),
+    ("--prompt-cache-disk", "prompt_cache_disk", int),
     ("--n-batch", "n_batch", int),
     ("--queue-size", "queue_size", int),
     ("--max-generation-s", "max_generation_s", float),
@@ -62,7 +66,13 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--log-level", "log_level", str),
 )
 
-METAVARS: dict[str, str] = {"keep_alive": "DURATION", "pin": "MODEL"}
+METAVARS: dict[str, str] = {
+    "keep_alive": "DURATION",
+    "pin": "MODEL",
+    "prompt_cache_ram": "BYTES",
+    "prompt_cache_disk": "BYTES",
+    "prompt_cache_dir": "DIR",
+}
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "repack": REPACK_CHOICES,

@@ -72,6 +72,8 @@ class EngineStats:
     """Generated tokens that came from verified prompt-lookup guesses (drafting.py)."""
     evicted_tokens: int = 0
     """Cached prompt tokens of idle slots dropped to make room in the shared KV pool."""
+    prompt_cache: dict[str, int] | None = None
+    """The prompt cache's figures (prompt_cache.PromptCache.stats); None when it is off."""
 
 
 class Engine(Protocol):

@@ -130,6 +130,10 @@ class MemoryPlan:
     3.1 GiB available", "set"... (the start of ``reason`` and /system/info's)."""
     checkpoint_bytes: int = 0
     """The part of kv_bytes that window checkpoints may take."""
+    prompt_cache_bytes: int = 0
+    """Host memory the prompt cache may hold: Settings.prompt_cache_ram, at most what the
+    memory share leaves once the model is counted. Not in need_bytes: it never shrinks a
+    context or refuses a load, and it takes memory only as prompts are cached."""
 
     @property
     def fits(self) -> bool:
@@ -217,6 +221,12 @@ def fixed_bytes(spec: ModelSpec, settings: Settings, parallel: int, size: int = 
     logits = 2 * max(parallel, LOGITS_ROWS) * vocab * 4
     activations = int(file_bytes * ACTIVATION_SHARE * ubatch_size(settings) / CPU_UBATCH)
     return file_bytes + vocab * TOKENIZER_BYTES + logits + activations + RUNTIME_BYTES
+
+
+def prompt_cache_bytes(settings: Settings, available: int, need: int) -> int:
+    """The prompt cache's budget at a load: the setting, at most what MEMORY_SHARE of
+    ``available`` leaves once ``need`` (the model) is counted."""
+    return min(settings.prompt_cache_ram, max(0, int(available * MEMORY_SHARE) - need))
 
 
 def memory_limit(settings: Settings | None = None) -> int:
@@ -317,6 +327,7 @@ def plan(
     kv = kv_bytes(spec, settings, pool, parallel, slot)
     windows = checkpoint_bytes(spec, settings, parallel, slot)
     need = fixed_bytes(spec, settings, parallel, size) + kv
+    cache = prompt_cache_bytes(settings, available, need)
     return MemoryPlan(
         n_ctx_slot=slot,
         parallel=parallel,
@@ -325,10 +336,17 @@ def plan(
         need_bytes=need,
         available_bytes=available,
         reason=_reason(
-            spec, settings, why, (slot, parallel, pool), (kv, windows, need, available), notes
+            spec,
+            settings,
+            why,
+            (slot, parallel, pool),
+            (kv, windows, need, available),
+            notes,
+            cache,
         ),
         n_ctx_reason=why,
         checkpoint_bytes=windows,
+        prompt_cache_bytes=cache,
     )
 
 
@@ -339,6 +357,7 @@ def _reason(
     sizes: tuple[int, int, int],
     memory: tuple[int, int, int, int],
     notes: list[str],
+    prompt_cache: int = 0,
 ) -> str:
     slot, parallel, pool = sizes
     kv, windows, need, available = memory
@@ -362,7 +381,9 @@ def _reason(
         f"n_ctx {slot} ({why}) per request, {parallel} slot{'s' if parallel != 1 else ''} "
         "sharing a "
         f"KV pool of {pool} tokens "
-        f"({cache}); needs {need // MIB} MB of {available // MIB} MB available ({origin}"
+        f"({cache})"
+        + (f", a prompt cache of up to {prompt_cache // MIB} MB" if prompt_cache else "")
+        + f"; needs {need // MIB} MB of {available // MIB} MB available ({origin}"
         + (f"; {'; '.join(notes)}" if notes else "")
         + ")"
     )

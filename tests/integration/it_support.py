@@ -195,7 +195,15 @@ def start_server(
         ]
         fd, log_name = tempfile.mkstemp(prefix=f"locallab-it-{port}-", suffix=".log")
         log_path = Path(log_name)
-        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        child_env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            # Each server's prompt cache writes to a folder of its own: a test's prompts are
+            # never restored by another test's server (pass the same --prompt-cache-dir to
+            # two servers to test a restart).
+            "LOCALLAB_PROMPT_CACHE_DIR": tempfile.mkdtemp(prefix="locallab-it-prompts-"),
+            **(env or {}),
+        }
         with os.fdopen(fd, "wb") as log:
             proc = subprocess.Popen(
                 args,
@@ -429,7 +437,10 @@ def open_embedded_engine(**settings: Any) -> Any:
 
     registry = Registry.load(None)
     spec = registry.get(registry.default_id)
-    merged = load_settings({"threads": 2, **settings}, env={})
+    # The prompt cache stays in memory unless a test gives it a folder: the user's cache
+    # folder is no place for a test's prompts, nor for another test to restore them from.
+    defaults = {"threads": 2, "prompt_cache_disk": 0}
+    merged = load_settings({**defaults, **settings}, env={})
     return open_llama_engine(spec, registry.ensure_local(spec), merged)
 
 

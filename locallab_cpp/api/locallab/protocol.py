@@ -383,6 +383,9 @@ class ActiveModel(msgspec.Struct, kw_only=True):
     """Generated tokens that came from verified prompt-lookup guesses."""
     evicted_tokens: int = 0
     """Cached prompt tokens of idle slots dropped to make room in the KV pool."""
+    prompt_cache: dict[str, int] | None = None
+    """The prompt cache beyond the slots: entries and bytes in memory and its budget, hits
+    from memory and from disk, tokens restored, files and bytes on disk; null when off."""
 
 
 class SystemInfo(msgspec.Struct, kw_only=True):

@@ -25,6 +25,7 @@ from locallab_cpp.engine.llama.chat_template import ChatTemplate
 from locallab_cpp.engine.llama.embedding import LlamaEmbeddingEngine
 from locallab_cpp.engine.llama.gguf import GGUFError, check_gguf
 from locallab_cpp.engine.llama.loading import open_model, release_freed_memory
+from locallab_cpp.engine.llama.prefix_reuse import open_cache
 from locallab_cpp.engine.llama.scheduler import DecodeLoop
 from locallab_cpp.engine.llama.slots import Job
 from locallab_cpp.engine.llama.text import Pieces
@@ -87,6 +88,7 @@ class LlamaEngine:
             details=self._loaded.details(spec, settings),
             max_token_bytes=pieces.longest(),
         )
+        self._prompt_cache = open_cache(spec, path, settings, self._loaded)
         self._loop = DecodeLoop(
             self._loaded,
             parallel=self._parallel,
@@ -94,6 +96,7 @@ class LlamaEngine:
             draft=not settings.no_draft,
             name=spec.id,
             max_generation_s=settings.max_generation_s,
+            prompt_cache=self._prompt_cache,
         )
 
     @property
@@ -119,6 +122,7 @@ class LlamaEngine:
             cached_prompt_tokens=loop.cached_total,
             drafted_tokens=loop.drafted_total,
             evicted_tokens=loop.pool.evicted_total,
+            prompt_cache=None if self._prompt_cache is None else self._prompt_cache.stats(),
         )
 
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:
@@ -225,6 +229,8 @@ class LlamaEngine:
         """
         self._leases.close()
         if self._loop.stop(reason or GenerationAborted()):
+            if self._prompt_cache is not None and self._prompt_cache.files is not None:
+                self._prompt_cache.files.close()  # queued writes get a few seconds
             self._loaded.close()
             release_freed_memory()
 

@@ -141,6 +141,8 @@ class LoadedModel:
     """The KV cache's key and value number formats (--cache-type-k/v)."""
     path: Path | None = None
     """The GGUF it was read from (its header gives the shape the KV figure uses)."""
+    prompt_cache_bytes: int = 0
+    """The prompt cache's memory budget (MemoryPlan.prompt_cache_bytes)."""
 
     def details(self, spec: ModelSpec, settings: Settings) -> dict[str, Any]:
         """Facts about the load for /system/info."""
@@ -172,6 +174,7 @@ class LoadedModel:
             "sliding_window": self.n_swa if self.windowed else 0,
             "repack": self.repack.plan.mode,
             "repack_reason": self.repack.plan.reason,
+            "prompt_cache_budget_bytes": self.prompt_cache_bytes,
         }
 
     def close(self) -> None:
@@ -269,4 +272,5 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
         repack=repack,
         cache_types=(settings.cache_type_k, settings.cache_type_v),
         path=path,
+        prompt_cache_bytes=memory.prompt_cache_bytes,
     )

@@ -22,6 +22,8 @@ from locallab_cpp.engine.llama.batch import StepBatch
 from locallab_cpp.engine.llama.copies import CopyGroups
 from locallab_cpp.engine.llama.loading import LoadedModel
 from locallab_cpp.engine.llama.outbox import Outbox, flush
+from locallab_cpp.engine.llama.prefix_reuse import PrefixReuse
+from locallab_cpp.engine.llama.prompt_cache import PromptCache
 from locallab_cpp.engine.llama.sampling import (
     apply_repetition_penalty,
     logits_row,
@@ -60,6 +62,7 @@ class DecodeLoop:
         draft: bool,
         name: str,
         max_generation_s: float = 0.0,
+        prompt_cache: PromptCache | None = None,
     ) -> None:
         self._loaded = loaded
         self._ctx = loaded.ctx.ctx
@@ -79,6 +82,12 @@ class DecodeLoop:
         """Copies of one prompt (GenerationInput.n); see copies.py."""
         self.pool = pool.KvPool(loaded.pool_tokens, self.windows.truncate)
         """The KV cells every slot shares; see pool.py."""
+        self.reuse = (
+            None
+            if prompt_cache is None
+            else PrefixReuse(self._ctx, prompt_cache, self.windows, self.pool)
+        )
+        """Cached prompt states beyond the slots (prefix_reuse.py, prompt_cache.py)."""
         self.pending: deque[Job] = deque()
         self.cond = threading.Condition()
         self.stopping = False
@@ -209,6 +218,7 @@ class DecodeLoop:
 
     def _assign(self, slot: Slot, job: Job) -> None:
         prompt = job.inp.prompt_tokens
+        restored = self.reuse is not None and self.reuse.restore(slot, self.slots, prompt)
         keep = common_prefix(slot.kv_tokens, prompt)
         if keep == len(prompt):
             keep -= 1  # the last prompt token must be decoded again to get its logits
@@ -229,7 +239,12 @@ class DecodeLoop:
         self.n_active += 1
         self.prompt_total += len(prompt)
         self.cached_total += keep
-        self.windows.begin(slot)
+        if self.reuse is None:
+            self.windows.begin(slot)
+            return
+        if restored:
+            self.reuse.cache.restored_tokens += keep
+        self.windows.begin(slot, self.reuse.targets(prompt))
 
     def _sample(self, slot: Slot, job: Job, index: int) -> int:
         """Pick the next token of ``slot`` from the logits at batch position ``index``."""
@@ -326,6 +341,8 @@ class DecodeLoop:
                 tokens = verified
                 self.drafted_total += len(tokens) - 1
             else:
+                if self.reuse is not None and slot.job.first_token_at == 0.0:
+                    self.reuse.save(slot)  # its prompt is computed: the cache may keep it
                 # A source of copies hands its prompt and logits to them first (copies.py).
                 self.cached_total += self.copies.fan_out(
                     slot, index, self._sample, self._on_token, outbox

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,17 +85,27 @@ class Windows:
         order."""
         self.restored = 0
         """Checkpoints put back (a stats counter for tests and logs)."""
+        self._for_cache: dict[int, set[int]] = {}
+        """Per slot: positions checkpointed for the prompt cache (prompt_cache.py)."""
+        self._harvest_too: dict[int, set[int]] = {}
+        """Per slot: positions both the slot and the prompt cache wanted."""
+        self._harvest: dict[int, list[Checkpoint]] = {}
+        """Per slot: the checkpoints taken for the cache, beyond the slot's own few."""
 
     def checkpoints(self, slot: Slot) -> list[Checkpoint]:
         """The slot's checkpoints, earliest first."""
         return self._saved.get(slot.seq_id, [])
 
-    def begin(self, slot: Slot) -> None:
+    def begin(self, slot: Slot, for_cache: Sequence[int] = ()) -> None:
         """A job took the slot (its cache already cut): choose where its prefill stops for
         checkpoints, CHECKPOINT_BEFORE_END tokens before the end of a prompt that is long
         enough, or where it resumes if that is later, and at the prompt's ``checkpoint_at``
-        when that is still ahead; take one now if it is here."""
+        when that is still ahead, and at the ``for_cache`` positions still ahead (kept
+        for the prompt cache: :meth:`harvest`); take one now if it is here."""
         self._target.pop(slot.seq_id, None)
+        self._harvest.pop(slot.seq_id, None)
+        self._for_cache.pop(slot.seq_id, None)
+        self._harvest_too.pop(slot.seq_id, None)
         if not self.enabled or slot.job is None:
             return
         inp = slot.job.inp
@@ -105,6 +116,13 @@ class Windows:
         hint = inp.checkpoint_at
         if hint is not None and MIN_CHECKPOINT_TOKENS <= hint < end and hint > slot.prompt_pos:
             wanted.add(hint)
+        # The cache's own positions are kept apart (harvest), so that they do not push the
+        # slot's few checkpoints out; a position wanted by both goes to both.
+        cache = {n for n in for_cache if MIN_CHECKPOINT_TOKENS <= n < end and n > slot.prompt_pos}
+        if cache:
+            self._for_cache[slot.seq_id] = cache - wanted
+            self._harvest_too[slot.seq_id] = cache & wanted
+            wanted |= cache
         wanted -= {c.n_tokens for c in self.checkpoints(slot)}
         if not wanted:
             return
@@ -138,8 +156,14 @@ class Windows:
         if not written:
             logger.warning("could not checkpoint the window of slot %d", slot.seq_id)
             return
+        point = Checkpoint(len(slot.kv_tokens), bytes(buf)[:written])
+        if point.n_tokens in self._for_cache.get(slot.seq_id, ()):
+            self._harvest.setdefault(slot.seq_id, []).append(point)
+            return  # the cache's alone
+        if point.n_tokens in self._harvest_too.get(slot.seq_id, ()):
+            self._harvest.setdefault(slot.seq_id, []).append(point)
         kept = self._saved.setdefault(slot.seq_id, [])
-        kept.append(Checkpoint(len(slot.kv_tokens), bytes(buf)[:written]))
+        kept.append(point)
         kept.sort(key=lambda c: c.n_tokens)
         while len(kept) > CHECKPOINTS_PER_SLOT:
             kept.pop(0)
@@ -169,12 +193,27 @@ class Windows:
             return self.clear(slot)
         self.restored += 1
         del slot.kv_tokens[point.n_tokens :]
-        self._saved[slot.seq_id] = [c for c in usable if c.n_tokens <= point.n_tokens]
+        self._saved[slot.seq_id] = usable[-CHECKPOINTS_PER_SLOT:]
         return point.n_tokens
+
+    def harvest(self, slot: Slot) -> list[Checkpoint]:
+        """The slot's checkpoints for the prompt cache: those taken for it, and the slot's
+        own, earliest first (call when its prompt is computed)."""
+        points = {c.n_tokens: c for c in self._harvest.pop(slot.seq_id, [])}
+        for c in self.checkpoints(slot):
+            points.setdefault(c.n_tokens, c)
+        return [points[n] for n in sorted(points)]
+
+    def adopt(self, slot: Slot, checkpoints: Sequence[Checkpoint]) -> None:
+        """The slot's cache was just restored from a cached state that came with these
+        checkpoints: they are the slot's now (a cut trims them to the usual few)."""
+        if self.enabled:
+            self._saved[slot.seq_id] = sorted(checkpoints, key=lambda c: c.n_tokens)
 
     def clear(self, slot: Slot) -> int:
         """Empty the slot's cache and drop its checkpoints; 0 (the tokens kept)."""
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
         slot.kv_tokens.clear()
         self._saved.pop(slot.seq_id, None)
+        self._harvest.pop(slot.seq_id, None)
         return 0

@@ -1,0 +1,271 @@
+"""The prompt cache: KV states of long prompts, kept beyond the slots (and across restarts).
+
+A slot keeps its own prefix while it is not evicted (pool.py). Agents need more: a second
+session sends the same 16k-token system prompt to another slot, a busy server evicts an
+idle session's cache, a restart loses every cache. So when a prompt of at least
+``prompt_cache_min_tokens`` has been computed, the engine thread copies that sequence's
+whole state (``llama_state_seq_get_data``: every layer's cells of the sequence) into an
+:class:`Entry` here, with the sequence's window checkpoints (windows.py), and hands the
+same bytes to the disk store (prompt_files.py) when there is one. A later request whose
+prompt shares a long prefix with an entry gets the entry put into its slot
+(prefix_reuse.py) and computes only the rest.
+
+What an entry can give a prompt (:func:`usable`): the common prefix of the two, where
+the model has no sliding-window layers (a cut is a plain ``seq_rm``); with them, the whole
+entry when the prompt extends all of it, else only up to the entry's latest window
+checkpoint at or before the point where they part. So for a windowed model the engine
+checkpoints long prompts every :data:`CHECKPOINT_EVERY` tokens, and exactly where a prompt
+parts from the entry it resumed from (the end of a shared system prompt): the next session
+sharing it resumes there.
+
+Memory is a hard budget: the entries' bytes (states, checkpoints, tokens) never exceed
+it; the least recently used entry goes first, and one larger than the budget is not kept.
+An entry whose tokens a new one extends is dropped (the new one holds its cells). All of
+it runs on the engine thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from locallab_cpp.engine.llama.prompt_files import PromptFiles, StoredPrompt
+from locallab_cpp.engine.llama.windows import Checkpoint
+
+logger = logging.getLogger("locallab_cpp.engine")
+
+CHECKPOINT_EVERY = 1024
+"""Prompt tokens between the window checkpoints a long prompt takes for the cache: a
+request parting from a cached prompt inside it computes at most this many tokens of the
+shared part again (and takes a checkpoint where it parts, for the next one)."""
+
+MIN_GAIN = 256
+"""An entry is restored only when it saves this many tokens more than the slot's own
+cache: restoring costs a copy of the whole state."""
+
+_HEAD = struct.Struct("<II")  # payload: version, number of checkpoints
+_CHECKPOINT = struct.Struct("<IQ")  # n_tokens, bytes
+_STATE = struct.Struct("<Q")
+_VERSION = 1
+
+
+@dataclass(eq=False)
+class Entry:
+    """One cached prompt: its tokens, the sequence's state after them, its checkpoints."""
+
+    tokens: tuple[int, ...]
+    state: bytes
+    checkpoints: tuple[Checkpoint, ...]
+    last_used: int = 0
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.size = (
+            len(self.state) + sum(len(c.data) for c in self.checkpoints) + 4 * len(self.tokens)
+        )
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token sequences, compared a chunk at a time (the
+    engine thread scans every entry at each admission)."""
+    n = min(len(a), len(b))
+    i, step = 0, 512
+    while i < n:
+        j = min(n, i + step)
+        # tuple(): a list's slice never equals a tuple's, whatever they hold.
+        if tuple(a[i:j]) == tuple(b[i:j]):
+            i = j
+            continue
+        while i < j and a[i] == b[i]:
+            i += 1
+        return i
+    return n
+
+
+def usable(tokens: Sequence[int], checkpoints: Sequence[int], prompt: Sequence[int],
+           windowed: bool) -> int:  # fmt: skip
+    """Prompt tokens an entry of ``tokens`` (checkpoints at ``checkpoints``) gives ``prompt``."""
+    shared = common_prefix(tokens, prompt)
+    if not windowed or shared == len(tokens):
+        return shared
+    return max((n for n in checkpoints if n <= shared), default=0)
+
+
+def encode(entry: Entry) -> bytes:
+    """The payload the disk store keeps for ``entry`` (its tokens are the file's key)."""
+    parts = [_HEAD.pack(_VERSION, len(entry.checkpoints))]
+    parts += [_CHECKPOINT.pack(c.n_tokens, len(c.data)) for c in entry.checkpoints]
+    parts.append(_STATE.pack(len(entry.state)))
+    parts.append(entry.state)
+    parts += [c.data for c in entry.checkpoints]
+    return b"".join(parts)
+
+
+def decode(tokens: tuple[int, ...], payload: bytes) -> Entry | None:
+    """The entry a payload holds; None when it is not one this version wrote."""
+    try:
+        version, count = _HEAD.unpack_from(payload, 0)
+        if version != _VERSION:
+            return None
+        at = _HEAD.size
+        sizes = []
+        for _ in range(count):
+            sizes.append(_CHECKPOINT.unpack_from(payload, at))
+            at += _CHECKPOINT.size
+        (n_state,) = _STATE.unpack_from(payload, at)
+        at += _STATE.size
+        state = payload[at : at + n_state]
+        at += n_state
+        checkpoints = []
+        for n_tokens, n_bytes in sizes:
+            checkpoints.append(Checkpoint(n_tokens, payload[at : at + n_bytes]))
+            at += n_bytes
+    except struct.error:
+        return None
+    if at != len(payload) or len(state) != n_state:
+        return None
+    return Entry(tokens, state, tuple(checkpoints))
+
+
+class PromptCache:
+    """Cached prompt states in host memory under ``budget`` bytes, and on disk (``files``)."""
+
+    def __init__(
+        self, budget: int, min_tokens: int, *, windowed: bool, files: PromptFiles | None = None
+    ) -> None:
+        self.budget = budget
+        self.min_tokens = min_tokens
+        self.windowed = windowed
+        self.files = files
+        self._entries: list[Entry] = []
+        self._clock = 0
+        self.bytes = 0
+        self.hits_memory = 0
+        self.hits_disk = 0
+        self.restored_tokens = 0
+        self.saved = 0
+        self.dropped = 0
+
+    @property
+    def entries(self) -> list[Entry]:
+        """The entries in memory, least recently used first."""
+        return sorted(self._entries, key=lambda e: e.last_used)
+
+    def touch(self, entry: Entry) -> None:
+        """Mark ``entry`` as just used (restored or saved)."""
+        self._clock += 1
+        entry.last_used = self._clock
+
+    def best(self, prompt: Sequence[int], floor: int) -> tuple[Entry, int, bool] | None:
+        """The entry that gives ``prompt`` the most tokens, how many, and whether it came
+        from disk, when that beats ``floor`` (what the slot's own cache gives) by MIN_GAIN
+        and reaches min_tokens. A file is read (and kept in memory) only when it would win."""
+        need = max(floor + MIN_GAIN, self.min_tokens)
+        found: tuple[Entry, int, bool] | None = None
+        for entry in self._entries:
+            gain = self._gain(entry, prompt)
+            if gain >= need and (found is None or gain > found[1]):
+                found = (entry, gain, False)
+        if self.files is not None:
+            beat = found[1] if found is not None else need - 1
+            for stored in self._disk_candidates(prompt, beat):
+                read = self._read(stored)
+                if read is not None and (gain := self._gain(read, prompt)) > beat:
+                    return read, gain, True
+        return found
+
+    def _gain(self, entry: Entry, prompt: Sequence[int]) -> int:
+        positions = [c.n_tokens for c in entry.checkpoints]
+        return usable(entry.tokens, positions, prompt, self.windowed)
+
+    def parting(self, prompt: Sequence[int]) -> int:
+        """The longest prefix ``prompt`` shares with any entry (memory or disk): where a
+        window checkpoint lets the next prompt like it resume."""
+        shared = max((common_prefix(e.tokens, prompt) for e in self._entries), default=0)
+        if self.files is not None:
+            for stored in self.files.entries():
+                shared = max(shared, common_prefix(stored.tokens, prompt))
+        return shared
+
+    def put(self, tokens: Sequence[int], state: bytes, checkpoints: Sequence[Checkpoint]) -> None:
+        """Keep the state after ``tokens`` (and write it to disk when there is a store).
+        Checkpoints of an entry it extends are inherited, and that entry dropped."""
+        key = tuple(tokens)
+        own = {c.n_tokens: c for c in checkpoints if c.n_tokens <= len(key)}
+        for old in list(self._entries):
+            shared = common_prefix(old.tokens, key)
+            if shared < self.min_tokens:
+                continue
+            for c in old.checkpoints:
+                if c.n_tokens <= shared:
+                    own.setdefault(c.n_tokens, c)
+            if shared == len(old.tokens):
+                self._remove(old)  # the new entry holds every cell it had
+        entry = Entry(key, state, tuple(own[n] for n in sorted(own)))
+        if entry.size > self.budget:
+            logger.info("prompt of %d tokens not cached: %d bytes exceed the budget",
+                        len(key), entry.size)  # fmt: skip
+            return
+        while self._entries and self.bytes + entry.size > self.budget:
+            self._remove(min(self._entries, key=lambda e: e.last_used))
+            self.dropped += 1
+        self._entries.append(entry)
+        self.bytes += entry.size
+        self.touch(entry)
+        self.saved += 1
+        if self.files is not None:
+            self.files.save(key, encode(entry))
+
+    def stats(self) -> dict[str, int]:
+        """Figures for /system/info."""
+        figures = {
+            "entries": len(self._entries),
+            "bytes": self.bytes,
+            "budget_bytes": self.budget,
+            "hits_memory": self.hits_memory,
+            "hits_disk": self.hits_disk,
+            "restored_tokens": self.restored_tokens,
+            "saved": self.saved,
+            "dropped": self.dropped,
+        }
+        if self.files is not None:
+            disk = self.files.stats
+            figures["disk_files"] = disk.get("files", 0)
+            figures["disk_bytes"] = disk.get("bytes", 0)
+        return figures
+
+    def _remove(self, entry: Entry) -> None:
+        self._entries.remove(entry)
+        self.bytes -= entry.size
+
+    def _disk_candidates(self, prompt: Sequence[int], beat: int) -> list[StoredPrompt]:
+        """Files not in memory whose common prefix with ``prompt`` could beat ``beat``,
+        the longest first."""
+        assert self.files is not None
+        have = {e.tokens for e in self._entries}
+        scored = [
+            (common_prefix(s.tokens, prompt), s)
+            for s in self.files.entries()
+            if s.tokens not in have
+        ]
+        return [s for shared, s in sorted(scored, key=lambda x: -x[0]) if shared > beat]
+
+    def _read(self, stored: StoredPrompt) -> Entry | None:
+        assert self.files is not None
+        payload = self.files.load(stored)
+        if payload is None:
+            return None
+        entry = decode(stored.tokens, payload)
+        if entry is None:
+            logger.warning("prompt cache file %s holds no entry of this version", stored.path.name)
+            return None
+        if entry.size <= self.budget:
+            while self._entries and self.bytes + entry.size > self.budget:
+                self._remove(min(self._entries, key=lambda e: e.last_used))
+                self.dropped += 1
+            self._entries.append(entry)
+            self.bytes += entry.size
+        self.touch(entry)
+        return entry
