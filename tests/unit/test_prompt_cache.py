@@ -29,7 +29,7 @@ def _tokens(n: int, start: int = 0) -> list[int]:
 def test_common_prefix_across_chunk_edges() -> None:
     a = _tokens(2000)
     for cut in (0, 1, 511, 512, 513, 1999):
-        b = a[:cut] + [-1] + a[cut + 1 :]
+        b = [*a[:cut], -1, *a[cut + 1 :]]
         assert common_prefix(a, b) == cut
     assert common_prefix(a, a[:700]) == 700
     assert common_prefix([], a) == 0
@@ -43,17 +43,17 @@ def test_what_an_entry_gives_with_and_without_windows() -> None:
     assert usable(entry, [256, 512, 996], prompt, windowed=True) == 512
     assert usable(entry, [], prompt, windowed=True) == 0
     # ...or the whole entry when the prompt extends all of it.
-    assert usable(entry, [], entry + [7, 8], windowed=True) == 1000
+    assert usable(entry, [], [*entry, 7, 8], windowed=True) == 1000
 
 
 def test_best_needs_a_gain_over_the_slot_and_min_tokens() -> None:
     cache = PromptCache(1 << 20, MIN, windowed=False)
     cache.put(_tokens(600), b"s" * 100, ())
-    prompt = _tokens(600) + [9]
+    prompt = [*_tokens(600), 9]
     found = cache.best(prompt, floor=0)
     assert found is not None and found[1] == 600 and found[2] is False
     assert cache.best(prompt, floor=600 - MIN_GAIN + 1) is None  # the slot has nearly all
-    assert cache.best(_tokens(MIN - 1) + [-1], floor=0) is None  # too short a share
+    assert cache.best([*_tokens(MIN - 1), -1], floor=0) is None  # too short a share
 
 
 def test_the_budget_holds_under_churn_least_recently_used_out() -> None:
@@ -83,7 +83,7 @@ def test_an_extended_prompt_replaces_its_prefix_and_inherits_its_checkpoints() -
     assert entry.tokens == tuple(longer)
     assert [c.n_tokens for c in entry.checkpoints] == [512, 996, 1296]
     # A prompt parting inside the first part resumes at the inherited checkpoint.
-    found = cache.best(first[:700] + [-1], floor=0)
+    found = cache.best([*first[:700], -1], floor=0)
     assert found is not None and found[1] == 512
 
 
@@ -113,8 +113,8 @@ def test_an_entry_on_disk_is_read_when_it_wins(tmp_path: Path) -> None:
     try:
         assert files.wait_ready(10)
         reader = PromptCache(1 << 20, MIN, windowed=False, files=files)
-        assert reader.parting(_tokens(300) + [-1]) == 300
-        found = reader.best(_tokens(500) + [1], floor=0)
+        assert reader.parting([*_tokens(300), -1]) == 300
+        found = reader.best([*_tokens(500), 1], floor=0)
         assert found is not None and found[1] == 500 and found[2] is True
         assert found[0].state == b"s" * 64 and reader.entries  # kept in memory now
     finally:
@@ -124,4 +124,4 @@ def test_an_entry_on_disk_is_read_when_it_wins(tmp_path: Path) -> None:
 def test_common_prefix_of_a_list_and_a_tuple() -> None:
     a = _tokens(1500)
     assert common_prefix(a, tuple(a)) == 1500
-    assert common_prefix(tuple(a[:900]) + (-1,), a) == 900
+    assert common_prefix((*tuple(a[:900]), -1), a) == 900
