@@ -121,3 +121,22 @@ def test_a_restart_restores_a_prompt_from_disk(tmp_path: Path) -> None:
     finally:
         engine.close()
     _agree(restored, _cold(prompt))
+
+
+def test_two_sessions_sharing_a_system_prompt_keep_their_slots() -> None:
+    engine = open_embedded_engine(
+        prompt_cache_min_tokens=MIN_TOKENS, parallel=2, n_ctx=2048, kv_pool_tokens=4096
+    )
+    try:
+        a1 = _prompt(engine, " Session A asks about the fox.", FOX)
+        first = _run(engine, a1, 4)
+        b1 = _prompt(engine, " Session B wonders about something else.", FOX)
+        other = _run(engine, b1, 4)
+        # B parts from A after the shared rules: it resumes from the cached state's
+        # checkpoint before that point, in the empty slot, leaving A's slot alone.
+        assert other.cached_tokens >= CHECKPOINT_EVERY, other
+        a2 = [*a1, *first.token_ids, *engine.tokenize(" And then?", add_bos=False)]
+        follow_up = _run(engine, a2, 4)
+        assert follow_up.cached_tokens >= len(a1), follow_up
+    finally:
+        engine.close()

@@ -21,7 +21,7 @@ import llama_cpp
 from locallab_cpp.config import Settings, prompt_cache_folder
 from locallab_cpp.engine.llama.loading import LoadedModel
 from locallab_cpp.engine.llama.pool import KvPool
-from locallab_cpp.engine.llama.prompt_cache import CHECKPOINT_EVERY, PromptCache, common_prefix
+from locallab_cpp.engine.llama.prompt_cache import CHECKPOINT_EVERY, PromptCache
 from locallab_cpp.engine.llama.prompt_files import CacheIdentity, PromptFiles, file_sha256
 from locallab_cpp.engine.llama.slots import Slot
 from locallab_cpp.engine.llama.windows import Windows
@@ -44,7 +44,7 @@ class PrefixReuse:
         it beats what the slot's own cache gives; whether it did."""
         if len(prompt) < self.cache.min_tokens:
             return False
-        found = self.cache.best(prompt, common_prefix(slot.kv_tokens, prompt))
+        found = self.cache.best(prompt, self._windows.reusable(slot, prompt))
         if found is None:
             return False
         entry, _, from_disk = found

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from locallab_cpp.engine.llama.prompt_files import PromptFiles, StoredPrompt
+from locallab_cpp.engine.llama.slots import common_prefix
 from locallab_cpp.engine.llama.windows import Checkpoint
 
 logger = logging.getLogger("locallab_cpp.engine")
@@ -65,23 +66,6 @@ class Entry:
         self.size = (
             len(self.state) + sum(len(c.data) for c in self.checkpoints) + 4 * len(self.tokens)
         )
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the common prefix of two token sequences, compared a chunk at a time (the
-    engine thread scans every entry at each admission)."""
-    n = min(len(a), len(b))
-    i, step = 0, 512
-    while i < n:
-        j = min(n, i + step)
-        # tuple(): a list's slice never equals a tuple's, whatever they hold.
-        if tuple(a[i:j]) == tuple(b[i:j]):
-            i = j
-            continue
-        while i < j and a[i] == b[i]:
-            i += 1
-        return i
-    return n
 
 
 def usable(tokens: Sequence[int], checkpoints: Sequence[int], prompt: Sequence[int],

@@ -200,11 +200,7 @@ class DecodeLoop:
             if not self.pool.admits(self.slots, len(prompt)):
                 return  # waits, first in line, for busy sequences to free cells
             self.pending.popleft()
-            best = max(free, key=lambda s: common_prefix(s.kv_tokens, prompt))
-            if common_prefix(best.kv_tokens, prompt) >= PREFIX_REUSE_MIN_TOKENS:
-                slot = best
-            else:
-                slot = min(free, key=lambda s: (len(s.kv_tokens) > 0, s.last_used))
+            slot = self.windows.choose(free, prompt, PREFIX_REUSE_MIN_TOKENS)
             self._assign(slot, job)
             # Copies of this prompt (GenerationInput.n) take free slots now and wait there
             # for this job's prompt to be copied to them (copies.py).

@@ -77,9 +77,17 @@ class Slot:
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the common prefix of two token sequences."""
+    """Length of the common prefix of two token sequences, compared a chunk at a time (the
+    engine thread scans every entry at each admission)."""
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    i, step = 0, 512
+    while i < n:
+        j = min(n, i + step)
+        # tuple(): a list's slice never equals a tuple's, whatever they hold.
+        if tuple(a[i:j]) == tuple(b[i:j]):
+            i = j
+            continue
+        while i < j and a[i] == b[i]:
+            i += 1
+        return i
+    return n

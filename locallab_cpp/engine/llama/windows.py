@@ -45,7 +45,7 @@ from typing import Any
 
 import llama_cpp
 
-from locallab_cpp.engine.llama.slots import Slot
+from locallab_cpp.engine.llama.slots import Slot, common_prefix
 from locallab_cpp.models.sizing import CHECKPOINTS_PER_SLOT
 
 logger = logging.getLogger("locallab_cpp.engine")
@@ -167,6 +167,27 @@ class Windows:
         kept.sort(key=lambda c: c.n_tokens)
         while len(kept) > CHECKPOINTS_PER_SLOT:
             kept.pop(0)
+
+    def reusable(self, slot: Slot, prompt: Sequence[int]) -> int:
+        """Prompt tokens the slot's cache would keep for ``prompt``: the common prefix, or
+        with windows, when the prompt parts inside the cache, the latest checkpoint before
+        that point (0 without one)."""
+        shared = common_prefix(slot.kv_tokens, prompt)
+        if not self.enabled or shared >= len(slot.kv_tokens):
+            return shared
+        return max((c.n_tokens for c in self.checkpoints(slot) if c.n_tokens <= shared), default=0)
+
+    def choose(self, free: Sequence[Slot], prompt: Sequence[int], at_least: int) -> Slot:
+        """The free slot a job with ``prompt`` takes: the one whose cache keeps the most of
+        it (:meth:`reusable`, when at least ``at_least``), else an empty one, else the
+        least recently used. By what a cache keeps once cut, not by the raw common prefix:
+        a slot sharing only a system prompt it cannot cut back to is no better than an
+        empty one, and taking it would throw its own conversation away."""
+        reuse = {s.seq_id: self.reusable(s, prompt) for s in free}
+        best = max(free, key=lambda s: reuse[s.seq_id])
+        if reuse[best.seq_id] >= at_least:
+            return best
+        return min(free, key=lambda s: (len(s.kv_tokens) > 0, s.last_used))
 
     def truncate(self, slot: Slot, keep: int) -> int:
         """Cut the slot's cache to at most its first ``keep`` tokens; how many it keeps
