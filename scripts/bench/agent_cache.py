@@ -29,7 +29,9 @@ import argparse
 import contextlib
 import json
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -284,7 +286,20 @@ def main(args: argparse.Namespace) -> int:
     system = system_prompt(workload.system_tokens, count)
     system_tokens = count(system)
     extra = shlex.split(args.server_args)
-    ours = Side("ours", our_command(args.threads, extra), cwd=REPO_ROOT, env=_env())
+    # The prompt cache's files of earlier runs would make A1 warm: a folder of this run's
+    # own (kept across the restart; a --prompt-cache-dir in --server-args wins over it).
+    cache_dir = tempfile.mkdtemp(prefix="bench-prompt-cache-")
+    env = {**_env(), "LOCALLAB_PROMPT_CACHE_DIR": cache_dir}
+    ours = Side("ours", our_command(args.threads, extra), cwd=REPO_ROOT, env=env)
+    ours.notes.append(f"prompt-cache files (if any) in a new folder, {cache_dir}")
+    try:
+        return _run(args, model, workload, system, system_tokens, ours)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, model: Path, workload: Workload, system: str,
+         system_tokens: int, ours: Side) -> int:  # fmt: skip
     sides = [ours]
     binary, found = (None, "llama-server skipped (--no-llama-server)")
     if not args.no_llama_server:

@@ -122,7 +122,7 @@ def render_markdown(
         ready = ", ".join(f"{s:.1f}" for s in side.ready_s)
         lines.append(
             f"- {side.name}: `{cmd}`; ready after {ready} s; peak RSS from "
-            f"{side.rss_samples} samples."
+            f"{side.rss_samples} samples" + "".join(f"; {n}" for n in side.notes) + "."
         )
     lines.append(f"- llama-server: {found}.")
     return "\n".join(lines) + "\n"
