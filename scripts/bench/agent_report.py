@@ -118,7 +118,7 @@ def render_markdown(
         "",
     ]
     for side in sides:
-        cmd = " ".join(shlex.quote(c) for c in side.command)
+        cmd = " ".join(shlex.quote(c.replace("{port}", "PORT")) for c in side.command)
         ready = ", ".join(f"{s:.1f}" for s in side.ready_s)
         lines.append(
             f"- {side.name}: `{cmd}`; ready after {ready} s; peak RSS from "
