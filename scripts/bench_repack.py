@@ -25,7 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import machine_info, server_repack
+from bench.ceiling import server_repack
+from bench.config import machine_info
 
 PROMPT = "Once upon a time, in a land far away, " * 60
 DECODE_TOKENS = 128

@@ -1,11 +1,9 @@
-"""The agent workload of scripts/bench.py --agent-cache: the requests it builds and the plot
-it draws (the servers themselves are measured by running it, not here)."""
+"""The agent-cache benchmark's workload and report (scripts/bench/agent_*.py), without
+servers: the prompt reaches its size, turns grow by a tool result and an ask, the targets
+read the turns right, and the plot is an SVG with a line per server."""
 
 from __future__ import annotations
 
-import importlib
-import json
-import math
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -16,82 +14,108 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
-def _load(name: str) -> ModuleType:
+def _import(name: str) -> ModuleType:
     if str(SCRIPTS) not in sys.path:
         sys.path.insert(0, str(SCRIPTS))
+    import importlib
+
     return importlib.import_module(name)
 
 
 @pytest.fixture(scope="module")
 def workload() -> ModuleType:
-    return _load("benchkit.agent_workload")
+    return _import("bench.agent_workload")
+
+
+@pytest.fixture(scope="module")
+def cache() -> ModuleType:
+    return _import("bench.agent_cache")
+
+
+@pytest.fixture(scope="module")
+def report() -> ModuleType:
+    return _import("bench.agent_report")
 
 
 def words(text: str) -> int:
+    """A stand-in tokenizer: one token a word."""
     return len(text.split())
 
 
-def test_prompt_reaches_the_target_with_tools(workload: ModuleType) -> None:
-    prompt = workload.agent_prompt(9000, words)
-    assert prompt.tokens >= 9000 - 64
-    assert words(prompt.system) + sum(words(json.dumps(t)) for t in prompt.tools) >= 8900
-    assert {t["function"]["name"] for t in prompt.tools} >= {"Read"}
-    assert all(t["type"] == "function" for t in prompt.tools)
+@pytest.mark.parametrize("target", [500, 4000, 16000])
+def test_system_prompt_reaches_its_size_with_the_tools(workload: ModuleType, target: int) -> None:
+    text = workload.system_prompt(target, words)
+    assert 0.9 * target <= words(text) <= target
+    if target >= 16000:  # past Claude Code's own tools: more under other names
+        assert '"name": "mcp__workspace1__' in text
 
 
-def test_small_target_keeps_only_the_tools_that_fit(workload: ModuleType) -> None:
-    small = workload.agent_prompt(1500, words)
-    big = workload.agent_prompt(9000, words)
-    assert len(small.tools) < len(big.tools)
-    assert small.tokens <= 1500 + 64
-
-
-def test_sessions_interleave_turn_by_turn(workload: ModuleType) -> None:
-    assert workload.schedule(("A", "B"), 3) == [
-        ("A", 1), ("B", 1), ("A", 2), ("B", 2), ("A", 3), ("B", 3)
-    ]  # fmt: skip
-
-
-def test_next_turn_appends_answer_call_result_and_user_line(workload: ModuleType) -> None:
-    prompt = workload.AgentPrompt("system text", [], 2)
-    first = workload.first_messages(prompt, "A")
-    second = workload.next_messages(first, "A", 2, "I will look.")
-    assert second[: len(first)] == first
-    assistant, tool, user = second[len(first) :]
-    assert assistant["content"] == "I will look."
-    call = assistant["tool_calls"][0]
-    assert tool == {"role": "tool", "tool_call_id": call["id"], "content": tool["content"]}
-    assert json.loads(call["function"]["arguments"])["file_path"].endswith(".py")
-    assert 150 < words(tool["content"]) < 600
-    assert user["role"] == "user"
-    # Every session and turn reads a different file: nothing is cached by accident.
+def test_a_turn_appends_answer_tool_result_and_ask(workload: ModuleType) -> None:
+    w = workload.Workload(system_tokens=100, turns=3, third_session_turns=2)
+    one = workload.first_body("SYSTEM", "A", w)
+    two = workload.next_body(one, " an answer ", "A", 2)
+    assert one["messages"] == two["messages"][:1]  # the earlier turns stay as they were
+    assert [m["role"] for m in two["messages"]] == ["user", "assistant", "user"]
+    assert two["messages"][1]["content"][0]["text"] == "an answer"
+    result = two["messages"][2]["content"][0]["text"]
+    assert result.startswith("<tool_result>") and words(result) > 100
     assert workload.tool_result("A", 2) != workload.tool_result("B", 2)
-    assert workload.tool_result("A", 2) == workload.tool_result("A", 2)
-    body = workload.request_body(prompt, second)
-    assert body["stream"] and body["stream_options"] == {"include_usage": True}
-    assert body["temperature"] == 0
+    assert two["system"] == "SYSTEM" and two["stream"] is True
 
 
-def test_plot_is_svg_with_a_line_and_legend_per_server() -> None:
-    plot = _load("benchkit.svgplot")
-    svg = plot.line_chart(
-        "TTFT",
-        ["A1", "B1", "A2", "B2"],
-        [
-            plot.Series("ours", [9000, 500, 120, 90]),
-            plot.Series("theirs", [8000, math.nan, 300, 250]),
-        ],
-        "TTFT (log scale)",
-        marks=[(1.5, "restart")],
-    )
-    root = ET.fromstring(svg)
+def _side(cache: ModuleType, name: str, rows: list[tuple[str, int, float, int, int]]) -> object:
+    side = cache.Side(name, ["server", "--port", "{port}"])
+    side.turns = [cache.Turn(s, n, ttft, ttft + 0.5, prompt, cached) for s, n, ttft, prompt,
+                  cached in rows]  # fmt: skip
+    side.peak_rss = 400 * 2**20 if name == "ours" else 500 * 2**20
+    return side
+
+
+def test_targets_read_the_turns(cache: ModuleType, report: ModuleType) -> None:
+    mine = [("A", 1, 40.0, 16000, 0), ("B", 1, 2.0, 16010, 15990), ("A", 2, 1.0, 16400, 16020)]
+    other = [("A", 1, 44.0, 16000, 0), ("B", 1, 44.0, 16010, 0), ("A", 2, 40.0, 16400, 0)]
+    ours = _side(cache, "ours", [*mine, ("C", 1, 8.0, 16000, 15900)])
+    theirs = _side(cache, "llama-server", [*other, ("C", 1, 44.0, 16000, 0)])
+    assert report.only_new_tokens(ours) == (1, 1)
+    assert report.only_new_tokens(theirs) == (0, 1)
+    rows = report.target_rows(ours, theirs)
+    b1 = next(r for r in rows if r.startswith("| B1"))
+    c1 = next(r for r in rows if r.startswith("| C1"))
+    assert "0.050x" in b1 and b1.endswith("PASS |")
+    assert "0.200x" in c1 and c1.endswith("PASS |")
+    speed = next(r for r in rows if r.startswith("| Workload time"))
+    assert "3.28x faster" in speed and speed.endswith("PASS |")
+    assert next(r for r in rows if r.startswith("| Peak RSS")).endswith("PASS |")
+
+
+def test_the_plot_has_a_line_per_server_broken_at_the_restart(
+    cache: ModuleType, report: ModuleType, tmp_path: Path
+) -> None:
+    rows = [("A", 1, 30.0, 1, 0), ("B", 1, 0.2, 1, 0), ("C", 1, 3.0, 1, 0), ("C", 2, 0.3, 1, 0)]
+    sides = [_side(cache, "ours", rows), _side(cache, "llama-server", rows)]
+    path = tmp_path / "plot.svg"
+    report.write_plot(path, sides, 16000)
+    root = ET.parse(path).getroot()
     ns = "{http://www.w3.org/2000/svg}"
     lines = root.findall(f"{ns}polyline")
-    assert len(lines) == 2
-    assert len(lines[0].get("points", "").split()) == 4
-    assert len(lines[1].get("points", "").split()) == 3  # the NaN has no point
+    assert len(lines) == 4  # two servers x (before, after the restart)
+    assert len(root.findall(f"{ns}circle")) == 8
     texts = [t.text for t in root.iter(f"{ns}text")]
-    assert {"ours", "theirs", "restart", "A1", "B2"} <= set(texts)
-    assert "10 s" in texts and "100 ms" in texts  # decade ticks of the log axis
-    ys = [float(p.split(",")[1]) for p in lines[0].get("points", "").split()]
-    assert ys == sorted(ys)  # falling TTFTs draw lower and lower (SVG's y grows down)
+    assert {"ours", "llama-server", "restart", "A1", "C2"} <= set(texts)
+
+
+def test_llama_server_mirrors_ours_with_its_ram_cache_at_default(cache: ModuleType) -> None:
+    config = _import("bench.config")
+    cfg = config.Config(threads=2, parallel=2, max_tokens=16, rounds=1, batch_rounds=1,
+                        long_prompt_tokens=0, system_prompt_tokens=0, chat_answer_tokens=0,
+                        quick=True)  # fmt: skip
+    info = {"n_batch": 512, "cache_type_k": "f16", "cache_type_v": "f16", "sliding_window": 512}
+    cmd = cache.their_command(Path("/bin/llama-server"), Path("m.gguf"), cfg, info)
+    assert "--cache-ram" not in cmd
+    assert cmd[cmd.index("-np") + 1] == "2" and cmd[cmd.index("-c") + 1] == "40960"
+    assert cmd[cmd.index("--kv-unified-per-slot") + 1] == "20480"
+    assert cmd[cmd.index("--port") + 1] == "{port}"
+    assert cmd[-3:] == ["--no-jinja", "--chat-template", "gemma"]
+    ours = cache.our_command(2, ["--prompt-cache-ram", "512"])
+    assert ours[-2:] == ["--prompt-cache-ram", "512"]
+    assert ours[ours.index("--kv-pool-tokens") + 1] == "40960"

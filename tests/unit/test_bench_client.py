@@ -1,4 +1,4 @@
-"""The benchmark's own HTTP client (scripts/bench.py): its figures are only as good as its
+"""The benchmark's own HTTP client (scripts/bench/client.py): its figures are only as good as its
 parsing of chunked SSE, so it is checked against a small scripted server."""
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from types import ModuleType
 
 import pytest
 
-BENCH_PATH = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("locallab_bench", BENCH_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["locallab_bench"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
+    """scripts/bench/client.py, imported as scripts/bench.py imports it (the package bench)."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    module = importlib.import_module("bench.client")
+    assert Path(module.__file__ or "").parent == SCRIPTS / "bench"
     return module
 
 

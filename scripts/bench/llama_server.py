@@ -1,4 +1,4 @@
-"""The llama-server phase of scripts/bench.py: llama.cpp's own server, measured like ours.
+"""Phase 3 of scripts/bench.py: llama.cpp's own server, measured like ours.
 
 ``scripts/build_llama_server.sh`` builds ``llama-server`` from the llama.cpp that the
 installed llama-cpp-python vendors (into ``.bench/llama-server/<version>/bin/``). After
@@ -44,32 +44,28 @@ import json
 import math
 import re
 import shlex
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bench
 import httpx
-from bench import (
+
+from bench.client import StreamClient, StreamResult
+from bench.config import (
     CONCURRENCY_LEVELS,
     MIB,
     PROMPT_RUNS_PER_ROUND,
     BenchError,
     Config,
-    PeakRss,
-    Row,
-    ServerFigures,
-    StreamClient,
-    StreamResult,
-    long_prompt,
     median,
     percentile,
-    ratio,
-    short_prompt,
-    target_row,
 )
+from bench.phases import ServerFigures
+from bench.processes import ChildProcess, PeakRss, free_port
+from bench.workloads import long_prompt, short_prompt
 
 BUILD_GLOB = ".bench/llama-server/*/bin/llama-server"
 RSS_TARGET = 1.1
@@ -78,26 +74,48 @@ _COMPUTE_LINE = re.compile(r"compute buffer size =\s*([0-9.]+) MiB")
 
 
 def find_binary(repo_root: Path, explicit: Path | None) -> tuple[Path | None, str]:
-    """The llama-server to run and how it was chosen (or why there is none)."""
+    """The llama-server to run and how it was chosen (or why there is none).
+
+    A git worktree has no ``.bench/`` of its own (it is git-ignored), so after this
+    checkout's the main checkout's build is looked for too."""
     if explicit is not None:
         if not explicit.is_file():
             raise BenchError(f"--llama-server {explicit}: no such file")
         return explicit, f"--llama-server {explicit}"
     import llama_cpp
 
-    own = repo_root / ".bench" / "llama-server" / llama_cpp.__version__ / "bin" / "llama-server"
-    if own.is_file():
-        return own, f"found {own.relative_to(repo_root)}"
-    others = sorted(repo_root.glob(BUILD_GLOB))
-    if others:
-        return others[-1], (
-            f"found {others[-1].relative_to(repo_root)} (not built from llama-cpp-python "
-            f"{llama_cpp.__version__})"
-        )
+    roots = [repo_root, *(r for r in [_main_checkout(repo_root)] if r and r != repo_root)]
+    for root in roots:
+        own = root / ".bench" / "llama-server" / llama_cpp.__version__ / "bin" / "llama-server"
+        if own.is_file():
+            return own, f"found {_shown(own, repo_root)}"
+    for root in roots:
+        others = sorted(root.glob(BUILD_GLOB))
+        if others:
+            return others[-1], (
+                f"found {_shown(others[-1], repo_root)} (not built from llama-cpp-python "
+                f"{llama_cpp.__version__})"
+            )
     return None, (
         "llama-server phase skipped: no --llama-server and no "
         f"{BUILD_GLOB} (build one with scripts/build_llama_server.sh)"
     )
+
+
+def _main_checkout(repo_root: Path) -> Path | None:
+    """The main working tree when ``repo_root`` is a linked worktree (git's common dir)."""
+    try:
+        common = subprocess.run(
+            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+            cwd=repo_root, capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(common).parent if common.endswith(".git") else None
+
+
+def _shown(path: Path, repo_root: Path) -> str:
+    return str(path.relative_to(repo_root)) if path.is_relative_to(repo_root) else str(path)
 
 
 @dataclass
@@ -196,7 +214,7 @@ def _swa_full(model: dict[str, Any], mode: str) -> tuple[bool, str]:
     )
 
 
-class LlamaServerProcess(bench.ChildProcess):
+class LlamaServerProcess(ChildProcess):
     """llama-server as a subprocess."""
 
     name = "llama-server"
@@ -321,7 +339,7 @@ def measure(
 ) -> LlamaServerFigures:
     """Start llama-server, load it as phase 2 loads ours, sample its RSS, stop it."""
     extra = shlex.split(extra_args)
-    port, probe_port = bench.free_port(), bench.free_port()
+    port, probe_port = free_port(), free_port()
     cmd, n_ctx, per_slot, swa = server_command(
         binary, model_path, port, cfg, srv, kv_mode, swa_mode, extra
     )
@@ -357,84 +375,3 @@ def measure(
             f"{cfg.max_tokens})"
         )
     return out
-
-
-# ----- report --------------------------------------------------------------------------
-
-
-def rows(srv: ServerFigures, theirs: LlamaServerFigures) -> list[Row]:
-    """Our figures beside llama-server's; only peak RSS has a target (issue 12)."""
-    out = [
-        target_row(
-            "Peak RSS vs llama-server (MiB)",
-            f"{srv.peak_rss / MIB:.0f}",
-            f"{theirs.peak_rss / MIB:.0f} llama-server",
-            ratio(srv.peak_rss, theirs.peak_rss),
-            f"<= {RSS_TARGET}x",
-            lambda x: x <= RSS_TARGET,
-        )
-    ]
-    ours_kv, their_kv = srv.kv_bytes_reported or 0, theirs.kv_bytes
-    if ours_kv and their_kv:
-        ours_rest, their_rest = srv.peak_rss - ours_kv, theirs.peak_rss - their_kv
-        out.append(
-            Row(
-                "Peak RSS less KV cache (as reported) vs llama-server (MiB)",
-                f"{ours_rest / MIB:.0f} (KV {ours_kv / MIB:.0f})",
-                f"{their_rest / MIB:.0f} llama-server (KV {their_kv / MIB:.0f})",
-                f"{ratio(ours_rest, their_rest):.3f}x",
-                "",
-                None,
-            )
-        )
-
-    def beside(figure: str, ours: float, theirs_: float, fmt: str = ".1f") -> Row:
-        return Row(
-            figure,
-            f"{ours:{fmt}}",
-            f"{theirs_:{fmt}} llama-server",
-            f"{ratio(ours, theirs_):.3f}x",
-            "",
-            None,
-        )
-
-    out.append(
-        beside("Decode, 1 stream vs llama-server (tok/s)", srv.decode_tps, theirs.decode_tps)
-    )
-    out.append(
-        beside("Prompt processing vs llama-server (tok/s)", srv.pp_tps, theirs.pp_tps, ".0f")
-    )
-    for n in CONCURRENCY_LEVELS[1:]:
-        out.append(
-            beside(
-                f"Aggregate, {n} clients vs llama-server (tok/s)",
-                srv.aggregate.get(n, math.nan),
-                theirs.aggregate.get(n, math.nan),
-            )
-        )
-    return out
-
-
-def notes(srv: ServerFigures, theirs: LlamaServerFigures, found: str) -> list[str]:
-    cmd = " ".join(shlex.quote(c) for c in theirs.command)
-    kv = (
-        f"KV buffers {theirs.kv_bytes / MIB:.0f} MiB, compute buffers "
-        f"{theirs.compute_bytes / MIB:.0f} MiB (its log)"
-        if theirs.kv_bytes
-        else "KV size not found in its log"
-    )
-    base = theirs.aggregate.get(1, math.nan)
-    scaling = ", ".join(
-        f"{n} clients {ratio(theirs.aggregate.get(n, math.nan), base):.2f}x"
-        for n in CONCURRENCY_LEVELS[1:]
-    )
-    return [
-        f"llama-server ({found}), run after our server stopped, same prompts and load without "
-        f"the in-process runs and the batch/chat figures, {theirs.n_ctx} KV cells for "
-        f"{srv.parallel} slots of {theirs.per_slot}, SWA layers {theirs.swa}: `{cmd}`.",
-        f"llama-server: {kv}; peak RSS from {theirs.rss_samples} psutil samples after /health "
-        f"(our server: KV {(srv.kv_bytes_reported or 0) / MIB:.0f} MiB); its 1-client "
-        f"aggregate {base:.1f} tok/s, {scaling} against it; throughputs come from separate "
-        "phases (not interleaved), so machine drift enters their ratios.",
-        *theirs.notes,
-    ]

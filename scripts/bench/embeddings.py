@@ -1,4 +1,4 @@
-"""The embeddings phase of scripts/bench_editor.py (``--phase embeddings``).
+"""The embeddings phase of scripts/bench_editor.py (bench/editor.py) (``--phase embeddings``).
 
 Embeddings per second of 512-token chunks, batches of ``--batch`` inputs through
 POST /v1/embeddings (OpenAI's shape) on both servers at once, interleaved round by round:
@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import bench
 import httpx
-from bench import BenchError, median
-from bench_editor import REPO, OurServer, TheirServer, our_command, server_env, their_command
+
+from bench.config import REPO_ROOT as REPO
+from bench.config import BenchError, median
+from bench.editor_servers import OurServer, TheirServer, our_command, server_env, their_command
+from bench.processes import free_port
 
 EMBED_CHUNK_TOKENS = 512
 EMBED_MODEL_ID = "gemma-3-270m-embed"
@@ -85,7 +87,7 @@ def embeddings_phase(args: argparse.Namespace) -> dict[str, Any]:
         texts = [chunk(tag, i) for i in range(args.batch * args.batches)]
         return [texts[i : i + args.batch] for i in range(0, len(texts), args.batch)]
 
-    ours_port, theirs_port = bench.free_port(), bench.free_port()
+    ours_port, theirs_port = free_port(), free_port()
     ours_cmd = our_command(ours_port, args, overlay, "gemma-3-270m")
     extra = ["--embeddings", "--pooling", "mean", "-ub", str(EMBED_CHUNK_TOKENS)]
     theirs_cmd = their_command(theirs_port, args, gguf, extra)
