@@ -125,3 +125,21 @@ def test_common_prefix_of_a_list_and_a_tuple() -> None:
     a = _tokens(1500)
     assert common_prefix(a, tuple(a)) == 1500
     assert common_prefix((*tuple(a[:900]), -1), a) == 900
+
+
+def test_a_queued_disk_write_encodes_the_entry_itself(tmp_path: Path) -> None:
+    identity = CacheIdentity("cd" * 32, "build", "f16", "f16")
+    files = PromptFiles(tmp_path / "q", 1 << 20, identity)
+    files.start()
+    try:
+        cache = PromptCache(1 << 20, MIN, windowed=True, files=files)
+        cache.put(_tokens(300), b"t" * 32, [Checkpoint(100, b"w" * 8)])
+        assert files.flush(10)
+        (stored,) = files.entries()
+        payload = files.load(stored)
+        assert payload is not None
+        back = decode(stored.tokens, payload)
+        assert back is not None and back.state == b"t" * 32
+        assert [(c.n_tokens, c.data) for c in back.checkpoints] == [(100, b"w" * 8)]
+    finally:
+        files.close()

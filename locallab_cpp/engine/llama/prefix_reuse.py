@@ -21,7 +21,11 @@ import llama_cpp
 from locallab_cpp.config import Settings, prompt_cache_folder
 from locallab_cpp.engine.llama.loading import LoadedModel
 from locallab_cpp.engine.llama.pool import KvPool
-from locallab_cpp.engine.llama.prompt_cache import CHECKPOINT_EVERY, PromptCache
+from locallab_cpp.engine.llama.prompt_cache import (
+    CHECKPOINT_EVERY,
+    CHECKPOINTS_BEFORE_END,
+    PromptCache,
+)
 from locallab_cpp.engine.llama.prompt_files import CacheIdentity, PromptFiles, file_sha256
 from locallab_cpp.engine.llama.slots import Slot
 from locallab_cpp.engine.llama.windows import Windows
@@ -68,11 +72,12 @@ class PrefixReuse:
 
     def targets(self, prompt: Sequence[int]) -> list[int]:
         """Prompt positions where a windowed model's slot checkpoints for the cache: every
-        CHECKPOINT_EVERY tokens, and where the prompt parts from the cached prompt it
-        shares most with."""
+        CHECKPOINT_EVERY tokens, CHECKPOINTS_BEFORE_END tokens before the end, and where
+        the prompt parts from the cached prompt it shares most with."""
         if not self._windows.enabled or len(prompt) < self.cache.min_tokens:
             return []
         points = list(range(CHECKPOINT_EVERY, len(prompt), CHECKPOINT_EVERY))
+        points += [len(prompt) - back for back in CHECKPOINTS_BEFORE_END if back < len(prompt)]
         parting = self.cache.parting(prompt)
         if parting >= self.cache.min_tokens:
             points.append(parting)

@@ -37,10 +37,16 @@ from locallab_cpp.engine.llama.windows import Checkpoint
 
 logger = logging.getLogger("locallab_cpp.engine")
 
-CHECKPOINT_EVERY = 1024
+CHECKPOINT_EVERY = 2048
 """Prompt tokens between the window checkpoints a long prompt takes for the cache: a
 request parting from a cached prompt inside it computes at most this many tokens of the
 shared part again (and takes a checkpoint where it parts, for the next one)."""
+
+CHECKPOINTS_BEFORE_END = (64, 128, 256, 512, 1024)
+"""Also checkpointed for the cache: this many tokens before a long prompt's end. Another
+session sharing an agent's system prompt parts from it where the first user message
+begins, a short way before the end of the first prompt: it resumes a little before that
+point instead of up to CHECKPOINT_EVERY tokens before it."""
 
 MIN_GAIN = 256
 """An entry is restored only when it saves this many tokens more than the slot's own
@@ -200,7 +206,8 @@ class PromptCache:
         self.touch(entry)
         self.saved += 1
         if self.files is not None:
-            self.files.save(key, encode(entry))
+            # Encoded by the writer thread: the queue holds the entry's bytes, not a copy.
+            self.files.save(key, lambda: encode(entry), size=entry.size + 64)
 
     def stats(self) -> dict[str, int]:
         """Figures for /system/info."""

@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +134,7 @@ class PromptFiles:
         self._max_pending = max(1, max_pending)
         self._lock = threading.Condition()
         self._index: dict[str, _File] = {}
-        self._pending: deque[tuple[tuple[int, ...], bytes]] = deque()
+        self._pending: deque[tuple[tuple[int, ...], bytes | Callable[[], bytes]]] = deque()
         self._busy = False
         self._stop = False
         self._ready = threading.Event()
@@ -169,12 +169,18 @@ class PromptFiles:
         files.sort(key=lambda f: f.used, reverse=True)
         return [f.prompt for f in files if f.prompt is not None]
 
-    def save(self, tokens: Sequence[int], payload: bytes) -> None:
-        """Queues ``payload`` as the state after ``tokens``; returns at once."""
+    def save(self, tokens: Sequence[int], payload: bytes | Callable[[], bytes],
+             size: int | None = None) -> None:  # fmt: skip
+        """Queues ``payload`` as the state after ``tokens``; returns at once. A callable
+        payload (with its ``size``) is called by the writer thread, so that a queued write
+        holds no copy of the bytes its caller keeps anyway."""
         if self._thread is None or not tokens:
             return
-        if len(payload) > self._cap:
-            logger.debug("prompt cache: %d-byte state over the disk cap, not saved", len(payload))
+        length = size if callable(payload) and size is not None else None
+        if length is None and not callable(payload):
+            length = len(payload)
+        if length is not None and length > self._cap:
+            logger.debug("prompt cache: %d-byte state over the disk cap, not saved", length)
             return
         with self._lock:
             if self._stop:
@@ -289,7 +295,7 @@ class PromptFiles:
                 tokens, payload = self._pending.popleft()
                 self._busy = True
             try:
-                self._write(tokens, payload)
+                self._write(tokens, payload() if callable(payload) else payload)
             except Exception:
                 logger.exception("prompt cache: writing a state failed")
             finally:
