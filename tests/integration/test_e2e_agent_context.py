@@ -74,9 +74,14 @@ def test_a_19k_token_agent_prompt_fits_at_the_defaults(
     assert 18000 < usage["prompt_tokens"] < TRAINED - 4, usage
 
     peak = peak_rss(srv.proc.pid)
+    with srv.client() as client:
+        model = client.get("/system/info").json()["active_model"]
+    # The prompt cache kept this prompt's state (within its stated budget) beside the model.
+    cached = int((model.get("prompt_cache") or {}).get("bytes", 0))
+    assert cached <= expected.prompt_cache_bytes, model.get("prompt_cache")
     # The figure docs/benchmarks.md reports ("At the new default context"; pytest -s).
     print(
         f"\npeak RSS {peak / MIB:.0f} MiB after a {usage['prompt_tokens']}-token prompt; "
         f"estimate {expected.need_bytes / MIB:.0f} MiB; {expected.reason}"
     )
-    assert peak <= expected.need_bytes * 1.10, (peak / MIB, expected.reason)
+    assert peak <= expected.need_bytes * 1.10 + cached, (peak / MIB, cached, expected.reason)

@@ -56,7 +56,13 @@ class PrefixReuse:
         # The whole entry goes in before the cut to the prompt: room for all of its cells.
         if not self._pool.make_room(slots, len(entry.tokens)):
             return False
-        data = (ctypes.c_uint8 * len(entry.state)).from_buffer_copy(entry.state)
+        state = entry.state
+        # A bytearray (a state this process saved) is read in place; bytes (from disk) copied.
+        data = (
+            (ctypes.c_uint8 * len(state)).from_buffer(state)
+            if isinstance(state, bytearray)
+            else (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        )
         if not llama_cpp.llama_state_seq_set_data(self._ctx, data, len(entry.state), slot.seq_id):
             logger.warning("could not restore a cached prompt into slot %d", slot.seq_id)
             self._windows.clear(slot)
@@ -97,12 +103,16 @@ class PrefixReuse:
         size = int(llama_cpp.llama_state_seq_get_size(self._ctx, slot.seq_id))
         if size <= 0 or size > self.cache.budget:
             return
-        buf = (ctypes.c_uint8 * size)()
+        # llama.cpp writes into the bytearray the entry keeps: no second copy of the state.
+        state = bytearray(size)
+        buf = (ctypes.c_uint8 * size).from_buffer(state)
         written = int(llama_cpp.llama_state_seq_get_data(self._ctx, buf, size, slot.seq_id))
+        del buf  # a bytearray with an exported buffer cannot be resized or sliced away
         if not written:
             logger.warning("could not copy the state of slot %d for the prompt cache", slot.seq_id)
             return
-        state = ctypes.string_at(ctypes.addressof(buf), written)
+        if written < size:
+            del state[written:]
         self.cache.put(key, state, self._windows.harvest(slot))
 
 

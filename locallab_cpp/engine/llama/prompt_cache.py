@@ -63,7 +63,8 @@ class Entry:
     """One cached prompt: its tokens, the sequence's state after them, its checkpoints."""
 
     tokens: tuple[int, ...]
-    state: bytes
+    state: bytes | bytearray
+    """The sequence's state: a bytearray llama.cpp wrote into, or bytes read from disk."""
     checkpoints: tuple[Checkpoint, ...]
     last_used: int = 0
     size: int = field(init=False)
@@ -83,14 +84,20 @@ def usable(tokens: Sequence[int], checkpoints: Sequence[int], prompt: Sequence[i
     return max((n for n in checkpoints if n <= shared), default=0)
 
 
-def encode(entry: Entry) -> bytes:
-    """The payload the disk store keeps for ``entry`` (its tokens are the file's key)."""
-    parts = [_HEAD.pack(_VERSION, len(entry.checkpoints))]
+def encode_parts(entry: Entry) -> list[bytes | bytearray]:
+    """The payload the disk store keeps for ``entry`` (its tokens are the file's key), as
+    parts written one after another: the state and checkpoints are not copied."""
+    parts: list[bytes | bytearray] = [_HEAD.pack(_VERSION, len(entry.checkpoints))]
     parts += [_CHECKPOINT.pack(c.n_tokens, len(c.data)) for c in entry.checkpoints]
     parts.append(_STATE.pack(len(entry.state)))
     parts.append(entry.state)
     parts += [c.data for c in entry.checkpoints]
-    return b"".join(parts)
+    return parts
+
+
+def encode(entry: Entry) -> bytes:
+    """:func:`encode_parts` joined."""
+    return b"".join(encode_parts(entry))
 
 
 def decode(tokens: tuple[int, ...], payload: bytes) -> Entry | None:
@@ -179,7 +186,9 @@ class PromptCache:
                 shared = max(shared, common_prefix(stored.tokens, prompt))
         return shared
 
-    def put(self, tokens: Sequence[int], state: bytes, checkpoints: Sequence[Checkpoint]) -> None:
+    def put(
+        self, tokens: Sequence[int], state: bytes | bytearray, checkpoints: Sequence[Checkpoint]
+    ) -> None:
         """Keep the state after ``tokens`` (and write it to disk when there is a store).
         Checkpoints of an entry it extends are inherited, and that entry dropped."""
         key = tuple(tokens)
@@ -207,7 +216,7 @@ class PromptCache:
         self.saved += 1
         if self.files is not None:
             # Encoded by the writer thread: the queue holds the entry's bytes, not a copy.
-            self.files.save(key, lambda: encode(entry), size=entry.size + 64)
+            self.files.save(key, lambda: encode_parts(entry), size=entry.size + 64)
 
     def stats(self) -> dict[str, int]:
         """Figures for /system/info."""

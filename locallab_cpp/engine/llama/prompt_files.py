@@ -41,9 +41,11 @@ from locallab_cpp.engine.llama.prompt_format import (
     SUFFIX,
     CacheIdentity,
     FormatError,
+    Payload,
     encode_head,
     file_name,
     file_sha256,
+    payload_parts,
     read_head,
     read_payload,
 )
@@ -134,7 +136,7 @@ class PromptFiles:
         self._max_pending = max(1, max_pending)
         self._lock = threading.Condition()
         self._index: dict[str, _File] = {}
-        self._pending: deque[tuple[tuple[int, ...], bytes | Callable[[], bytes]]] = deque()
+        self._pending: deque[tuple[tuple[int, ...], Payload | Callable[[], Payload]]] = deque()
         self._busy = False
         self._stop = False
         self._ready = threading.Event()
@@ -169,7 +171,7 @@ class PromptFiles:
         files.sort(key=lambda f: f.used, reverse=True)
         return [f.prompt for f in files if f.prompt is not None]
 
-    def save(self, tokens: Sequence[int], payload: bytes | Callable[[], bytes],
+    def save(self, tokens: Sequence[int], payload: Payload | Callable[[], Payload],
              size: int | None = None) -> None:  # fmt: skip
         """Queues ``payload`` as the state after ``tokens``; returns at once. A callable
         payload (with its ``size``) is called by the writer thread, so that a queued write
@@ -178,7 +180,7 @@ class PromptFiles:
             return
         length = size if callable(payload) and size is not None else None
         if length is None and not callable(payload):
-            length = len(payload)
+            length = sum(len(part) for part in payload_parts(payload))
         if length is not None and length > self._cap:
             logger.debug("prompt cache: %d-byte state over the disk cap, not saved", length)
             return
@@ -335,13 +337,15 @@ class PromptFiles:
                 self._index[name] = _File(prompt, st.st_size, st.st_mtime)
         self._enforce_cap()
 
-    def _write(self, tokens: tuple[int, ...], payload: bytes) -> None:
+    def _write(self, tokens: tuple[int, ...], payload: Payload) -> None:
+        parts = payload_parts(payload)
+        length = sum(len(part) for part in parts)
         name = file_name(self._identity, tokens)
         path = self._dir / name
         now = time.time()
         with self._lock:
             known = self._index.get(name)
-        if known is not None and known.prompt is not None and known.prompt.size == len(payload):
+        if known is not None and known.prompt is not None and known.prompt.size == length:
             # The same prefix under the same identity: the state on disk is as good, and
             # rewriting it would only wear the disk. Gone meanwhile, it is written again.
             try:
@@ -352,8 +356,8 @@ class PromptFiles:
                 with self._lock:
                     known.used = now
                 return
-        head = encode_head(self._identity, tokens, payload)
-        size = len(head) + len(payload)
+        head = encode_head(self._identity, tokens, parts)
+        size = len(head) + length
         if size > self._cap:
             logger.debug("prompt cache: %d-byte file over the disk cap, not saved", size)
             return
@@ -361,14 +365,15 @@ class PromptFiles:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(head)
-                f.write(payload)
+                for part in parts:
+                    f.write(part)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
         with self._lock:
-            self._index[name] = _File(StoredPrompt(tokens, path, len(payload)), size, now)
+            self._index[name] = _File(StoredPrompt(tokens, path, length), size, now)
             self._counts["written"] += 1
         self._enforce_cap()
 

@@ -119,8 +119,21 @@ def file_name(identity: CacheIdentity, tokens: Sequence[int]) -> str:
     return digest.hexdigest()[:40] + SUFFIX
 
 
-def encode_head(identity: CacheIdentity, tokens: Sequence[int], payload: bytes) -> bytes:
+Payload = bytes | bytearray | Sequence[bytes | bytearray]
+"""A payload: one buffer, or its parts in order (written one after another, never joined)."""
+
+
+def payload_parts(payload: Payload) -> list[bytes | bytearray]:
+    """The buffers of ``payload`` in order."""
+    return [payload] if isinstance(payload, bytes | bytearray) else list(payload)
+
+
+def encode_head(identity: CacheIdentity, tokens: Sequence[int], payload: Payload) -> bytes:
     """Everything in a file before its payload."""
+    parts = payload_parts(payload)
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
     token_bytes = _token_bytes(tokens)
     header = Header(
         model_sha256=identity.model_sha256,
@@ -130,8 +143,8 @@ def encode_head(identity: CacheIdentity, tokens: Sequence[int], payload: bytes) 
         extra=identity.extra,
         n_tokens=len(tokens),
         tokens_sha256=hashlib.sha256(token_bytes).hexdigest(),
-        payload_size=len(payload),
-        payload_sha256=hashlib.sha256(payload).hexdigest(),
+        payload_size=sum(len(part) for part in parts),
+        payload_sha256=digest.hexdigest(),
     )
     encoded = msgspec.json.encode(header)
     return _PREFIX.pack(MAGIC, VERSION, len(encoded)) + encoded + token_bytes
