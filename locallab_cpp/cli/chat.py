@@ -329,6 +329,9 @@ def run_chat(args: argparse.Namespace, url: str) -> int:
     for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if sig is not None:
             signal.signal(sig, _end_on_signal)
+    # Ctrl-C raises KeyboardInterrupt (which stops an answer) even when this process was
+    # started with SIGINT ignored, as a shell does for a background job's children.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if args.embedded:
             flags = []
