@@ -14,10 +14,9 @@ from locallab_cpp.engine.llama.prompt_cache import (
     common_prefix,
     decode,
     encode,
-    usable,
 )
 from locallab_cpp.engine.llama.prompt_files import CacheIdentity, PromptFiles
-from locallab_cpp.engine.llama.windows import Checkpoint
+from locallab_cpp.engine.llama.windows import Checkpoint, usable
 
 MIN = 64
 

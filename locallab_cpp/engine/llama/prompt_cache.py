@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from locallab_cpp.engine.llama.prompt_files import PromptFiles, StoredPrompt
 from locallab_cpp.engine.llama.slots import common_prefix
-from locallab_cpp.engine.llama.windows import Checkpoint
+from locallab_cpp.engine.llama.windows import Checkpoint, usable
 
 logger = logging.getLogger("locallab_cpp.engine")
 
@@ -73,15 +73,6 @@ class Entry:
         self.size = (
             len(self.state) + sum(len(c.data) for c in self.checkpoints) + 4 * len(self.tokens)
         )
-
-
-def usable(tokens: Sequence[int], checkpoints: Sequence[int], prompt: Sequence[int],
-           windowed: bool) -> int:  # fmt: skip
-    """Prompt tokens an entry of ``tokens`` (checkpoints at ``checkpoints``) gives ``prompt``."""
-    shared = common_prefix(tokens, prompt)
-    if not windowed or shared == len(tokens):
-        return shared
-    return max((n for n in checkpoints if n <= shared), default=0)
 
 
 def encode_parts(entry: Entry) -> list[bytes | bytearray]:
@@ -207,11 +198,7 @@ class PromptCache:
             logger.info("prompt of %d tokens not cached: %d bytes exceed the budget",
                         len(key), entry.size)  # fmt: skip
             return
-        while self._entries and self.bytes + entry.size > self.budget:
-            self._remove(min(self._entries, key=lambda e: e.last_used))
-            self.dropped += 1
-        self._entries.append(entry)
-        self.bytes += entry.size
+        self._keep(entry)
         self.touch(entry)
         self.saved += 1
         if self.files is not None:
@@ -235,6 +222,14 @@ class PromptCache:
             figures["disk_files"] = disk.get("files", 0)
             figures["disk_bytes"] = disk.get("bytes", 0)
         return figures
+
+    def _keep(self, entry: Entry) -> None:
+        """Hold ``entry`` (no larger than the budget), the least recently used out first."""
+        while self._entries and self.bytes + entry.size > self.budget:
+            self._remove(min(self._entries, key=lambda e: e.last_used))
+            self.dropped += 1
+        self._entries.append(entry)
+        self.bytes += entry.size
 
     def _remove(self, entry: Entry) -> None:
         self._entries.remove(entry)
@@ -262,10 +257,6 @@ class PromptCache:
             logger.warning("prompt cache file %s holds no entry of this version", stored.path.name)
             return None
         if entry.size <= self.budget:
-            while self._entries and self.bytes + entry.size > self.budget:
-                self._remove(min(self._entries, key=lambda e: e.last_used))
-                self.dropped += 1
-            self._entries.append(entry)
-            self.bytes += entry.size
+            self._keep(entry)
         self.touch(entry)
         return entry

@@ -70,6 +70,18 @@ class Checkpoint:
     data: bytes
 
 
+def usable(tokens: Sequence[int], checkpoints: Sequence[int], prompt: Sequence[int],
+           windowed: bool) -> int:  # fmt: skip
+    """Prompt tokens a cache holding ``tokens`` (window checkpoints at ``checkpoints``) keeps
+    for ``prompt`` once cut to it: the common prefix; with windows, when the prompt parts
+    inside the cache, only the latest checkpoint before that point (0 without one). A
+    slot's cache and a cached prompt state (prompt_cache.py) follow the same rule."""
+    shared = common_prefix(tokens, prompt)
+    if not windowed or shared >= len(tokens):
+        return shared
+    return max((n for n in checkpoints if n <= shared), default=0)
+
+
 class Windows:
     """Cuts of slots' caches, and their window checkpoints (on the engine thread)."""
 
@@ -172,10 +184,8 @@ class Windows:
         """Prompt tokens the slot's cache would keep for ``prompt``: the common prefix, or
         with windows, when the prompt parts inside the cache, the latest checkpoint before
         that point (0 without one)."""
-        shared = common_prefix(slot.kv_tokens, prompt)
-        if not self.enabled or shared >= len(slot.kv_tokens):
-            return shared
-        return max((c.n_tokens for c in self.checkpoints(slot) if c.n_tokens <= shared), default=0)
+        positions = [c.n_tokens for c in self.checkpoints(slot)]
+        return usable(slot.kv_tokens, positions, prompt, self.enabled)
 
     def choose(self, free: Sequence[Slot], prompt: Sequence[int], at_least: int) -> Slot:
         """The free slot a job with ``prompt`` takes: the one whose cache keeps the most of
