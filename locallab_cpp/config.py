@@ -7,16 +7,20 @@ environment variables, then command-line flags.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any
 
 import msgspec
 
+from locallab_cpp.config_types import _ORIGIN, CacheType, Port, Positive, RepackSetting
+from locallab_cpp.config_types import CACHE_TYPE_BYTES as CACHE_TYPE_BYTES
+from locallab_cpp.config_types import CACHE_TYPE_CHOICES as CACHE_TYPE_CHOICES
+from locallab_cpp.config_types import REPACK_CHOICES as REPACK_CHOICES
+from locallab_cpp.config_types import cache_bytes_per_pair as cache_bytes_per_pair
+from locallab_cpp.config_types import is_loopback_address as is_loopback_address
 from locallab_cpp.errors import ConfigError
 from locallab_cpp.models.idle import parse_duration
 
@@ -24,47 +28,6 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MODELS_FILE = PACKAGE_DIR / "models" / "models.toml"
 """The package's own registry, shipped inside the package (and so inside a wheel)."""
 ENV_PREFIX = "LOCALLAB_"
-
-
-def is_loopback_address(host: str) -> bool:
-    """Whether ``host`` (a bind address, or a client address from an ASGI scope) is on the
-    loopback interface: 127.0.0.0/8, ::1, or 127.x written as an IPv4-mapped IPv6 address
-    (::ffff:127.0.0.1, what a dual-stack socket reports for an IPv4 client).
-
-    Anything that is not an IP address (a Unix socket's empty name, a test client's made-up
-    name, "localhost") is not: without proof that a client is local, it is rate-limited.
-    """
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
-
-
-CacheType = Literal["f16", "q8_0", "q4_0"]
-CACHE_TYPE_CHOICES: tuple[str, ...] = get_args(CacheType)
-CACHE_TYPE_BYTES: dict[str, float] = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
-"""Bytes one KV-cache element takes in each cache type (ggml: q8_0 stores 32 values in 34
-bytes, q4_0 in 18)."""
-
-
-def cache_bytes_per_pair(settings: Settings | None) -> float:
-    """Bytes one key element and one value element take together in the KV cache."""
-    if settings is None:
-        return 2 * CACHE_TYPE_BYTES["f16"]
-    return CACHE_TYPE_BYTES[settings.cache_type_k] + CACHE_TYPE_BYTES[settings.cache_type_v]
-
-
-RepackSetting = Literal["auto", "on", "no-amx", "off"]
-REPACK_CHOICES: tuple[str, ...] = get_args(RepackSetting)
-
-_ORIGIN = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s?#@]+/?")
-"""A web origin as a user writes it; a trailing slash is tolerated and ignored."""
-
-Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
-Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
