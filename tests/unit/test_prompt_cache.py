@@ -104,7 +104,11 @@ def test_an_entry_on_disk_is_read_when_it_wins(tmp_path: Path) -> None:
     try:
         writer = PromptCache(1 << 20, MIN, windowed=False, files=files)
         writer.put(_tokens(500), b"s" * 64, ())
+        assert writer.entries  # in memory until its file is written
         assert files.flush(10)
+        assert files.has(_tokens(500))
+        writer.best(_tokens(400), floor=0)
+        assert not writer.entries and writer.stats()["spilled"] == 1  # on disk: memory freed
     finally:
         files.close()
     files = PromptFiles(tmp_path / "p", 1 << 20, identity)
@@ -115,7 +119,8 @@ def test_an_entry_on_disk_is_read_when_it_wins(tmp_path: Path) -> None:
         assert reader.parting([*_tokens(300), -1]) == 300
         found = reader.best([*_tokens(500), 1], floor=0)
         assert found is not None and found[1] == 500 and found[2] is True
-        assert found[0].state == b"s" * 64 and reader.entries  # kept in memory now
+        assert found[0].state == b"s" * 64
+        assert not reader.entries  # read from disk again when wanted, not kept twice
     finally:
         files.close()
 
@@ -142,3 +147,10 @@ def test_a_queued_disk_write_encodes_the_entry_itself(tmp_path: Path) -> None:
         assert [(c.n_tokens, c.data) for c in back.checkpoints] == [(100, b"w" * 8)]
     finally:
         files.close()
+
+
+def test_without_a_disk_store_entries_stay_in_memory() -> None:
+    cache = PromptCache(1 << 20, MIN, windowed=False)
+    cache.put(_tokens(500), b"s" * 64, ())
+    assert cache.best([*_tokens(500), 1], floor=0) is not None
+    assert len(cache.entries) == 1 and cache.stats()["spilled"] == 0

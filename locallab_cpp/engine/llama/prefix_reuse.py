@@ -51,7 +51,7 @@ class PrefixReuse:
         found = self.cache.best(prompt, self._windows.reusable(slot, prompt))
         if found is None:
             return False
-        entry, _, from_disk = found
+        entry, gain, from_disk = found
         self._windows.clear(slot)
         # The whole entry goes in before the cut to the prompt: room for all of its cells.
         if not self._pool.make_room(slots, len(entry.tokens)):
@@ -68,7 +68,7 @@ class PrefixReuse:
             self._windows.clear(slot)
             return False
         slot.kv_tokens[:] = entry.tokens
-        self._windows.adopt(slot, entry.checkpoints)
+        self._windows.adopt(slot, entry.checkpoints, gain)
         self.cache.touch(entry)
         if from_disk:
             self.cache.hits_disk += 1

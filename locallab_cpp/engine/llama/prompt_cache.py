@@ -20,8 +20,10 @@ sharing it resumes there.
 
 Memory is a hard budget: the entries' bytes (states, checkpoints, tokens) never exceed
 it; the least recently used entry goes first, and one larger than the budget is not kept.
-An entry whose tokens a new one extends is dropped (the new one holds its cells). All of
-it runs on the engine thread.
+An entry whose tokens a new one extends is dropped (the new one holds its cells). With a
+disk store, memory holds an entry only until its file is written: from then on it is read
+from disk when a prompt wants it (a slot still holds those cells meanwhile, so a copy in
+memory as well would be the same state twice). All of it runs on the engine thread.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ class PromptCache:
         self.restored_tokens = 0
         self.saved = 0
         self.dropped = 0
+        self.spilled = 0
 
     @property
     def entries(self) -> list[Entry]:
@@ -150,6 +153,7 @@ class PromptCache:
         """The entry that gives ``prompt`` the most tokens, how many, and whether it came
         from disk, when that beats ``floor`` (what the slot's own cache gives) by MIN_GAIN
         and reaches min_tokens. A file is read (and kept in memory) only when it would win."""
+        self._spill()
         need = max(floor + MIN_GAIN, self.min_tokens)
         found: tuple[Entry, int, bool] | None = None
         for entry in self._entries:
@@ -182,6 +186,7 @@ class PromptCache:
     ) -> None:
         """Keep the state after ``tokens`` (and write it to disk when there is a store).
         Checkpoints of an entry it extends are inherited, and that entry dropped."""
+        self._spill()
         key = tuple(tokens)
         own = {c.n_tokens: c for c in checkpoints if c.n_tokens <= len(key)}
         for old in list(self._entries):
@@ -216,6 +221,7 @@ class PromptCache:
             "restored_tokens": self.restored_tokens,
             "saved": self.saved,
             "dropped": self.dropped,
+            "spilled": self.spilled,
         }
         if self.files is not None:
             disk = self.files.stats
@@ -230,6 +236,14 @@ class PromptCache:
             self.dropped += 1
         self._entries.append(entry)
         self.bytes += entry.size
+
+    def _spill(self) -> None:
+        """Drop from memory the entries whose files are written: they load from disk."""
+        if self.files is None or not self.files.enabled:
+            return
+        for entry in [e for e in self._entries if self.files.has(e.tokens)]:
+            self._remove(entry)
+            self.spilled += 1
 
     def _remove(self, entry: Entry) -> None:
         self._entries.remove(entry)
@@ -256,7 +270,7 @@ class PromptCache:
         if entry is None:
             logger.warning("prompt cache file %s holds no entry of this version", stored.path.name)
             return None
-        if entry.size <= self.budget:
+        if entry.size <= self.budget and not self.files.enabled:
             self._keep(entry)
         self.touch(entry)
         return entry

@@ -171,6 +171,13 @@ class PromptFiles:
         files.sort(key=lambda f: f.used, reverse=True)
         return [f.prompt for f in files if f.prompt is not None]
 
+    def has(self, tokens: Sequence[int]) -> bool:
+        """Whether the state after ``tokens`` is on disk (written and indexed)."""
+        name = file_name(self._identity, tokens)
+        with self._lock:
+            known = self._index.get(name)
+        return known is not None and known.prompt is not None
+
     def save(self, tokens: Sequence[int], payload: Payload | Callable[[], Payload],
              size: int | None = None) -> None:  # fmt: skip
         """Queues ``payload`` as the state after ``tokens``; returns at once. A callable

@@ -235,11 +235,13 @@ class Windows:
             points.setdefault(c.n_tokens, c)
         return [points[n] for n in sorted(points)]
 
-    def adopt(self, slot: Slot, checkpoints: Sequence[Checkpoint]) -> None:
+    def adopt(self, slot: Slot, checkpoints: Sequence[Checkpoint], upto: int) -> None:
         """The slot's cache was just restored from a cached state that came with these
-        checkpoints: they are the slot's now (a cut trims them to the usual few)."""
+        checkpoints, and is about to be cut to ``upto`` tokens: the latest few at or
+        before that point are the slot's now (the others could serve no cut of it)."""
         if self.enabled:
-            self._saved[slot.seq_id] = sorted(checkpoints, key=lambda c: c.n_tokens)
+            kept = sorted((c for c in checkpoints if c.n_tokens <= upto), key=lambda c: c.n_tokens)
+            self._saved[slot.seq_id] = kept[-CHECKPOINTS_PER_SLOT:]
 
     def clear(self, slot: Slot) -> int:
         """Empty the slot's cache and drop its checkpoints; 0 (the tokens kept)."""
