@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import agent, agent_cache, llama_report, llama_server
+from bench import agent, agent_cache, llama_report, llama_server, long_prompt
 from bench.ceiling import InProcess
 from bench.config import CONCURRENCY_LEVELS, REPO_ROOT, BenchError, Config, machine_info
 from bench.phases import measure
@@ -93,13 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--phase",
-        choices=("standing", "agent", "agent-cache"),
+        choices=("standing", "agent", "agent-cache", "long-prompt"),
         default="standing",
         help="standing: the in-process ceiling, our server and llama-server (default); "
         "agent: Claude Code's and Codex's real first requests, cold and next turn "
         "(bench/agent.py); agent-cache: the agent workload of issue 22, six turns of two "
         "interleaved sessions and a third after a restart, ours beside llama-server "
-        "(bench/agent_cache.py)",
+        "(bench/agent_cache.py); long-prompt: a 20k-token prompt beside two generating "
+        "streams against the same prompt alone (bench/long_prompt.py)",
     )
     agent_cache.add_arguments(parser)
     return parser
@@ -114,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return agent.main(_agent_args(args))
     if phase == "agent-cache":
         return agent_cache.main(args)
+    if phase == "long-prompt":
+        return long_prompt.main(args)
     return standing(args, argv)
 
 

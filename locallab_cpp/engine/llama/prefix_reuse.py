@@ -57,10 +57,13 @@ class PrefixReuse:
         if not self._pool.make_room(slots, len(entry.tokens)):
             return False
         state = entry.state
-        # A bytearray (a state this process saved) is read in place; bytes (from disk) copied.
+        # A writable buffer (a state this process saved, a file's payload) is read in place.
+        writable = isinstance(state, bytearray) or (
+            isinstance(state, memoryview) and not state.readonly
+        )
         data = (
             (ctypes.c_uint8 * len(state)).from_buffer(state)
-            if isinstance(state, bytearray)
+            if writable
             else (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         )
         if not llama_cpp.llama_state_seq_set_data(self._ctx, data, len(entry.state), slot.seq_id):

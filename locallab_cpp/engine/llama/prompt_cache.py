@@ -39,12 +39,12 @@ from locallab_cpp.engine.llama.windows import Checkpoint, usable
 
 logger = logging.getLogger("locallab_cpp.engine")
 
-CHECKPOINT_EVERY = 2048
+CHECKPOINT_EVERY = 4096
 """Prompt tokens between the window checkpoints a long prompt takes for the cache: a
 request parting from a cached prompt inside it computes at most this many tokens of the
 shared part again (and takes a checkpoint where it parts, for the next one)."""
 
-CHECKPOINTS_BEFORE_END = (64, 128, 256, 512, 1024)
+CHECKPOINTS_BEFORE_END = (64, 256, 1024)
 """Also checkpointed for the cache: this many tokens before a long prompt's end. Another
 session sharing an agent's system prompt parts from it where the first user message
 begins, a short way before the end of the first prompt: it resumes a little before that
@@ -65,8 +65,9 @@ class Entry:
     """One cached prompt: its tokens, the sequence's state after them, its checkpoints."""
 
     tokens: tuple[int, ...]
-    state: bytes | bytearray
-    """The sequence's state: a bytearray llama.cpp wrote into, or bytes read from disk."""
+    state: bytes | bytearray | memoryview
+    """The sequence's state: a bytearray llama.cpp wrote into, or a view of a file's
+    payload (read from disk)."""
     checkpoints: tuple[Checkpoint, ...]
     last_used: int = 0
     size: int = field(init=False)
@@ -77,10 +78,10 @@ class Entry:
         )
 
 
-def encode_parts(entry: Entry) -> list[bytes | bytearray]:
+def encode_parts(entry: Entry) -> list[bytes | bytearray | memoryview]:
     """The payload the disk store keeps for ``entry`` (its tokens are the file's key), as
     parts written one after another: the state and checkpoints are not copied."""
-    parts: list[bytes | bytearray] = [_HEAD.pack(_VERSION, len(entry.checkpoints))]
+    parts: list[bytes | bytearray | memoryview] = [_HEAD.pack(_VERSION, len(entry.checkpoints))]
     parts += [_CHECKPOINT.pack(c.n_tokens, len(c.data)) for c in entry.checkpoints]
     parts.append(_STATE.pack(len(entry.state)))
     parts.append(entry.state)
@@ -93,8 +94,10 @@ def encode(entry: Entry) -> bytes:
     return b"".join(encode_parts(entry))
 
 
-def decode(tokens: tuple[int, ...], payload: bytes) -> Entry | None:
-    """The entry a payload holds; None when it is not one this version wrote."""
+def decode(tokens: tuple[int, ...], payload: bytes | bytearray) -> Entry | None:
+    """The entry a payload holds; None when it is not one this version wrote. Its state and
+    checkpoints are views of ``payload``, not copies (a slot copies the few it keeps)."""
+    view = memoryview(payload)
     try:
         version, count = _HEAD.unpack_from(payload, 0)
         if version != _VERSION:
@@ -106,11 +109,11 @@ def decode(tokens: tuple[int, ...], payload: bytes) -> Entry | None:
             at += _CHECKPOINT.size
         (n_state,) = _STATE.unpack_from(payload, at)
         at += _STATE.size
-        state = payload[at : at + n_state]
+        state = view[at : at + n_state]
         at += n_state
         checkpoints = []
         for n_tokens, n_bytes in sizes:
-            checkpoints.append(Checkpoint(n_tokens, payload[at : at + n_bytes]))
+            checkpoints.append(Checkpoint(n_tokens, view[at : at + n_bytes]))
             at += n_bytes
     except struct.error:
         return None
@@ -182,7 +185,10 @@ class PromptCache:
         return shared
 
     def put(
-        self, tokens: Sequence[int], state: bytes | bytearray, checkpoints: Sequence[Checkpoint]
+        self,
+        tokens: Sequence[int],
+        state: bytes | bytearray | memoryview,
+        checkpoints: Sequence[Checkpoint],
     ) -> None:
         """Keep the state after ``tokens`` (and write it to disk when there is a store).
         Checkpoints of an entry it extends are inherited, and that entry dropped."""

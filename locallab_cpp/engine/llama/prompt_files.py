@@ -201,7 +201,7 @@ class PromptFiles:
             self._pending.append((tuple(tokens), payload))
             self._lock.notify_all()
 
-    def load(self, entry: StoredPrompt) -> bytes | None:
+    def load(self, entry: StoredPrompt) -> bytearray | None:
         """The payload of ``entry``, verified; None (logged, the file deleted) if it fails."""
         name = entry.path.name
         try:

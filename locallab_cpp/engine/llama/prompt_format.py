@@ -119,13 +119,14 @@ def file_name(identity: CacheIdentity, tokens: Sequence[int]) -> str:
     return digest.hexdigest()[:40] + SUFFIX
 
 
-Payload = bytes | bytearray | Sequence[bytes | bytearray]
+Buffer = bytes | bytearray | memoryview
+Payload = Buffer | Sequence[Buffer]
 """A payload: one buffer, or its parts in order (written one after another, never joined)."""
 
 
-def payload_parts(payload: Payload) -> list[bytes | bytearray]:
+def payload_parts(payload: Payload) -> list[Buffer]:
     """The buffers of ``payload`` in order."""
-    return [payload] if isinstance(payload, bytes | bytearray) else list(payload)
+    return [payload] if isinstance(payload, bytes | bytearray | memoryview) else list(payload)
 
 
 def encode_head(identity: CacheIdentity, tokens: Sequence[int], payload: Payload) -> bytes:
@@ -182,9 +183,12 @@ def read_head(f: BinaryIO, file_size: int) -> Head:
     return Head(header, _tokens_from(token_bytes), offset)
 
 
-def read_payload(f: BinaryIO, head: Head) -> bytes:
-    """The payload after ``head`` (the file positioned there), its checksum verified."""
-    payload = _read_exactly(f, head.header.payload_size)
+def read_payload(f: BinaryIO, head: Head) -> bytearray:
+    """The payload after ``head`` (the file positioned there), its checksum verified: one
+    writable buffer, so that a restore reads the state in it without a copy."""
+    payload = bytearray(head.header.payload_size)
+    if f.readinto(payload) != len(payload):  # type: ignore[attr-defined]
+        raise FormatError("truncated")
     if hashlib.sha256(payload).hexdigest() != head.header.payload_sha256:
         raise FormatError("payload checksum mismatch")
     return payload

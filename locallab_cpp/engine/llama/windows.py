@@ -67,7 +67,8 @@ class Checkpoint:
     """The sliding-window layers' cells of one sequence after its first ``n_tokens``."""
 
     n_tokens: int
-    data: bytes
+    data: bytes | memoryview
+    """The cells' bytes, or a view of a cached state's payload (prompt_cache.decode)."""
 
 
 def usable(tokens: Sequence[int], checkpoints: Sequence[int], prompt: Sequence[int],
@@ -168,7 +169,7 @@ class Windows:
         if not written:
             logger.warning("could not checkpoint the window of slot %d", slot.seq_id)
             return
-        point = Checkpoint(len(slot.kv_tokens), bytes(buf)[:written])
+        point = Checkpoint(len(slot.kv_tokens), bytes(memoryview(buf)[:written]))
         if point.n_tokens in self._for_cache.get(slot.seq_id, ()):
             self._harvest.setdefault(slot.seq_id, []).append(point)
             return  # the cache's alone
@@ -241,7 +242,11 @@ class Windows:
         before that point are the slot's now (the others could serve no cut of it)."""
         if self.enabled:
             kept = sorted((c for c in checkpoints if c.n_tokens <= upto), key=lambda c: c.n_tokens)
-            self._saved[slot.seq_id] = kept[-CHECKPOINTS_PER_SLOT:]
+            # A view would keep a whole file's payload alive: the slot keeps its own copy.
+            self._saved[slot.seq_id] = [
+                c if isinstance(c.data, bytes) else Checkpoint(c.n_tokens, bytes(c.data))
+                for c in kept[-CHECKPOINTS_PER_SLOT:]
+            ]
 
     def clear(self, slot: Slot) -> int:
         """Empty the slot's cache and drop its checkpoints; 0 (the tokens kept)."""
