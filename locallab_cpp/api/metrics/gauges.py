@@ -40,7 +40,8 @@ def _now(models: ModelManager, engine: Resident) -> ModelNow:
     info, stats = engine.info, engine.stats()
     spec_kind = models.registry.get(info.model_id).kind if info.model_id in models.registry else ""
     cache = stats.prompt_cache or {}
-    parallel = max(0, info.parallel)
+    # A failed engine serves nothing until it is opened again: it has no slots to offer.
+    parallel = 0 if engine.failed else max(0, info.parallel)
     return ModelNow(
         model_id=info.model_id,
         generates=spec_kind in ("chat", ""),
