@@ -45,11 +45,7 @@ class ApiFamilies:
             key=lambda pair: -len(pair[0]),
         )
         families = cls(tuple(others), roots[0] if roots else "other", frozenset(), tuple(exact))
-        segments = {
-            _segment(path)
-            for path in route_paths
-            if families._prefixed(path) is None and _segment(path) != "schema"
-        }
+        segments = {_segment(path) for path in route_paths if families._prefixed(path) is None}
         return cls(families.prefixes, families.root, frozenset(segments), tuple(exact))
 
     def _prefixed(self, path: str) -> str | None:

@@ -205,7 +205,7 @@ def test_api_families_by_prefix() -> None:
     assert fam.of("/models/current") == "locallab"
     assert fam.of("/") == "web"
     assert fam.of("/wp-login.php") == "other"
-    assert fam.of("/schema") == "other"
+    assert fam.of("/schema") == "locallab"  # the API's documentation
 
 
 # ----- GET /metrics over the fake engine -------------------------------------------------
