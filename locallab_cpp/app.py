@@ -14,7 +14,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from locallab_cpp import __version__, sysinfo
+from locallab_cpp import __version__, sysinfo, web
 from locallab_cpp.api import Api, error_formats
 from locallab_cpp.api.anthropic.routes import ANTHROPIC_API
 from locallab_cpp.api.infill.routes import INFILL_API
@@ -28,6 +28,7 @@ from locallab_cpp.config import Settings
 from locallab_cpp.errors import LocalLabError
 from locallab_cpp.http import middleware
 from locallab_cpp.http.errors import exception_handlers
+from locallab_cpp.http.families import ApiFamilies
 from locallab_cpp.http.openapi import document_responses
 from locallab_cpp.http.validation import validate_body_strictly
 from locallab_cpp.models.manager import EngineFactory, ModelManager
@@ -125,7 +126,12 @@ def create_app(
     )
     document_responses(app, formats)  # each API's error body at /schema, not Litestar's
     # Counter, host check, CORS, API key, rate limit: see http/middleware.py for the order.
+    families = ApiFamilies.build(
+        ((api.name, api.prefix) for api in apis),
+        (route.path for route in app.routes),
+        exact=[(path, WEB_API.name) for path in web.PAGE_PATHS],
+    )
     app.asgi_handler = middleware.build(
-        app.asgi_handler, middleware.layers(settings, state, formats)
+        app.asgi_handler, middleware.layers(settings, state, formats, families)
     )
     return app

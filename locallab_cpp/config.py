@@ -205,6 +205,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     --keep-alive or a request's keep_alive says (an explicit unload still unloads them).
     Repeat --pin for several; comma-separated in LOCALLAB_PIN."""
 
+    metrics: bool = False
+    """Serve Prometheus metrics at GET /metrics (requests, tokens, latencies, slots, queue,
+    KV pool, prompt cache, model loads; docs/api.md). Off by default: /metrics is then a
+    404. Like every route but /health it asks for the API key when one is set."""
+
     pull_on_demand: bool = False
     """Let a generation request that names a model not on disk download it (gigabytes,
     inside that request). By default it gets a 404 saying how to pull it (models pull,
@@ -302,7 +307,7 @@ def _parse_env(name: str, raw: str) -> Any:
     # Env values are strings; "none" lets a user reset an optional field explicitly.
     if raw.lower() in {"none", "null", "auto"} and name in _OPTIONAL_FIELDS:
         return None
-    if name in {"no_model", "no_draft", "rate_limit_loopback", "pull_on_demand"}:
+    if name in {"no_model", "no_draft", "rate_limit_loopback", "pull_on_demand", "metrics"}:
         return raw.lower() in {"1", "true", "yes", "on"}
     if name in LIST_FIELDS:
         return [part.strip() for part in raw.split(",") if part.strip()]

@@ -19,6 +19,7 @@ from locallab_cpp.api.locallab.protocol import (
     SystemInfo,
 )
 from locallab_cpp.api.locallab.residents import resident_models
+from locallab_cpp.api.metrics.gauges import generation_slots, resident_figures
 from locallab_cpp.models.manager import ModelManager
 
 
@@ -31,11 +32,25 @@ class SystemController(Controller):
     async def health(self, models: NamedDependency[ModelManager]) -> Health:
         """Whether the server is up and which model is loaded."""
         engine = models.engine
+        # Engine stats are read without waiting on the decode thread (LlamaEngine.stats).
+        idle, processing = generation_slots(resident_figures(models))
         if engine is not None and engine.failed:
             # Not serving until it is opened again (at the next request or load).
-            return Health(status="degraded", model_loaded=False, model_id=engine.info.model_id)
+            return Health(
+                status="degraded",
+                model_loaded=False,
+                model_id=engine.info.model_id,
+                slots_idle=idle,
+                slots_processing=processing,
+            )
         current = models.current_id
-        return Health(status="healthy", model_loaded=current is not None, model_id=current)
+        return Health(
+            status="healthy",
+            model_loaded=current is not None,
+            model_id=current,
+            slots_idle=idle,
+            slots_processing=processing,
+        )
 
     @get("/system/info", summary="Machine, llama.cpp build and model details")
     async def system_info(self, models: NamedDependency[ModelManager], state: State) -> SystemInfo:

@@ -107,6 +107,7 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
         ("--no-draft", "no_draft"),
         ("--rate-limit-loopback", "rate_limit_loopback"),
         ("--pull-on-demand", "pull_on_demand"),
+        ("--metrics", "metrics"),
     ):
         parser.add_argument(
             flag,

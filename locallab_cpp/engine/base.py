@@ -74,6 +74,8 @@ class EngineStats:
     """Cached prompt tokens of idle slots dropped to make room in the shared KV pool."""
     prompt_cache: dict[str, int] | None = None
     """The prompt cache's figures (prompt_cache.PromptCache.stats); None when it is off."""
+    kv_used_tokens: int = 0
+    """KV pool cells in use now: running sequences and idle slots' cached prompts."""
 
 
 class Engine(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Required, TypedDict
@@ -239,6 +240,9 @@ class Finished:
     token sampled); 0.0 where the engine does not measure it."""
     generation_seconds: float = 0.0
     """Measured: from the first token sampled until the sequence ended."""
+    queued_seconds: float = 0.0
+    """Measured: from the submission until the sequence got a slot (time to first token is
+    this plus ``prompt_seconds``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +282,11 @@ class GenerationHandle:
     queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     done: bool = False
+    submitted_at: float = field(default_factory=time.monotonic)
+    """When the sequence was submitted (Finished.queued_seconds counts from here)."""
+    on_finished: Callable[[Finished], None] | None = None
+    """Called on the event loop with the Finished event when a reader gets it: serving's
+    metrics observer (serving/telemetry.py), so every API's generations are counted."""
 
     def push(self, event: Event) -> None:
         """Hand an event to the waiting coroutine (called from the engine thread)."""
@@ -297,9 +306,12 @@ class GenerationHandle:
                 if isinstance(event, LocalLabError):
                     self.done = True
                     raise event
-                yield event
                 if isinstance(event, Finished):
                     self.done = True
+                    if self.on_finished is not None:
+                        self.on_finished(event)
+                yield event
+                if isinstance(event, Finished):
                     return
         finally:
             if not self.done:

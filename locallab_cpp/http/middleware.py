@@ -2,7 +2,8 @@
 
 Outermost first; each layer sees a request before the ones below it and its response after:
 
-1. ``request_counter`` counts every HTTP request, refused ones included (/system/info).
+1. ``request_counter`` counts every HTTP request, refused ones included (/system/info), and
+   by API family and status with its duration (/metrics).
 2. ``normalize_path`` rewrites the path the way clients' habits need before anything looks
    at it: a trailing slash dropped (``/v1/models/``), doubled slashes collapsed, a doubled
    ``/v1/v1`` prefix (a base URL ending in /v1 joined with a /v1/... path) made one. No
@@ -32,18 +33,21 @@ path's API. docs/security.md says what each layer protects against.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 from litestar.datastructures import State
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from locallab_cpp.config import Settings
 from locallab_cpp.http.access import ApiKeyCheck, HostCheck, JsonOnly, allowed_host_names
 from locallab_cpp.http.cors import Cors
 from locallab_cpp.http.errors import ErrorFormats
+from locallab_cpp.http.families import UNKNOWN, ApiFamilies
 from locallab_cpp.http.ratelimit import RateLimiter, RateLimitMiddleware
+from locallab_cpp.serving import telemetry
 
 ORDER = (
     "request_counter",
@@ -66,18 +70,40 @@ class Layer:
 
 
 class RequestCounter:
-    """Counts HTTP requests for /system/info's request_count."""
+    """Counts HTTP requests for /system/info's request_count, and for /metrics by API
+    family and status, with their duration.
+
+    Outermost, so every answer is seen, refusals included, and a stream's duration runs to
+    its last byte (the app returns once the body is sent). A request whose app raised
+    before answering is counted as 500, what the server then sends.
+    """
 
     name = "request_counter"
 
-    def __init__(self, app: ASGIApp, state: State) -> None:
+    def __init__(self, app: ASGIApp, state: State, families: ApiFamilies = UNKNOWN) -> None:
         self.app = app
         self.state = state
+        self.families = families
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            self.state.request_count += 1
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.state.request_count += 1
+        started = time.monotonic()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            family = self.families.of(normalize_path(scope["path"]))
+            telemetry.record_request(family, status, time.monotonic() - started)
 
 
 API_PREFIX = "/v1"
@@ -141,10 +167,13 @@ def _rate_limit(settings: Settings, formats: ErrorFormats) -> Layer:
     return Layer("rate_limit", wrap)
 
 
-def layers(settings: Settings, state: State, formats: ErrorFormats) -> list[Layer]:
-    """The stack's layers in :data:`ORDER`, outermost first."""
+def layers(
+    settings: Settings, state: State, formats: ErrorFormats, families: ApiFamilies = UNKNOWN
+) -> list[Layer]:
+    """The stack's layers in :data:`ORDER`, outermost first; ``families`` names the API
+    of a path for the request metrics."""
     stack = [
-        Layer("request_counter", lambda app: RequestCounter(app, state)),
+        Layer("request_counter", lambda app: RequestCounter(app, state, families)),
         Layer("normalize_path", PathNormalizer),
         _host_check(settings, formats),
         Layer("cors", lambda app: Cors(app, formats, settings.cors_origins)),

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -48,6 +49,7 @@ from locallab_cpp.models.placement import Room, eviction_order, is_busy, room
 from locallab_cpp.models.progress import LoadCancelled, LoadProgress, ProgressSnapshot
 from locallab_cpp.models.registry import ModelKind, ModelSpec, Registry
 from locallab_cpp.models.residency import KeepAliveMixin, wrong_kind
+from locallab_cpp.serving import telemetry
 
 logger = logging.getLogger("locallab_cpp")
 
@@ -301,6 +303,7 @@ class ModelManager(KeepAliveMixin):
     async def _place(self, spec: ModelSpec) -> Resident:
         progress = LoadProgress(spec.id)
         self._loading = progress
+        started, placed_ok = time.monotonic(), False
         try:
             path = await asyncio.to_thread(self.registry.ensure_local, spec, progress)
             preflight = getattr(self._factory, "preflight", None)
@@ -315,7 +318,7 @@ class ModelManager(KeepAliveMixin):
             self._residents[spec.id] = engine
             self._idle.loaded(spec.id)
             self._start_reaper()
-            self._last = progress.finish("ready")
+            self._last, placed_ok = progress.finish("ready"), True
             logger.info("model %s loaded", spec.id)
             return engine
         except LoadCancelled:
@@ -331,6 +334,7 @@ class ModelManager(KeepAliveMixin):
             raise
         finally:
             self._loading = None
+            telemetry.record_load(spec.id, placed_ok, time.monotonic() - started)
 
     async def _make_room(self, spec: ModelSpec, path: Path) -> Room:
         """Find the least recently used models whose unloading lets ``spec`` fit the

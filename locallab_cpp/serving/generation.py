@@ -24,6 +24,7 @@ from locallab_cpp.engine.types import (
     ToolSpec,
 )
 from locallab_cpp.errors import ContextLengthExceeded, LocalLabError
+from locallab_cpp.serving import telemetry
 from locallab_cpp.serving.reasoning import prompt_opens_reasoning
 
 logger = logging.getLogger("locallab_cpp")
@@ -156,7 +157,11 @@ def submit(engine: Engine, inputs: Sequence[GenerationInput]) -> list[Generation
     engine) when the queue cannot take them all.
     """
     check_fits(engine, [inp.prompt_tokens for inp in inputs])
-    return engine.submit(inputs)
+    handles = engine.submit(inputs)
+    # The one place every API's generations pass: their tokens and latencies are counted
+    # here, once, whatever API asked (serving/telemetry.py).
+    telemetry.watch(engine.info.model_id, inputs, handles)
+    return handles
 
 
 async def collect(handles: Sequence[GenerationHandle]) -> list[Completion]:

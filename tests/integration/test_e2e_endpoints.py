@@ -221,6 +221,7 @@ def test_models_load_current_model(client: httpx.Client) -> None:
     assert body["model_id"] == "gemma-3-270m"
     assert isinstance(body["message"], str) and body["message"]
     health = client.get("/health").json()
+    assert health.pop("slots_idle") >= 1 and health.pop("slots_processing") == 0
     assert health == {"status": "healthy", "model_loaded": True, "model_id": "gemma-3-270m"}
 
 
@@ -269,7 +270,11 @@ def test_models_available(client: httpx.Client) -> None:
 def test_health(client: httpx.Client) -> None:
     r = client.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "healthy", "model_loaded": True, "model_id": "gemma-3-270m"}
+    health = r.json()
+    # llama-server's slot fields: nothing else runs while this test does.
+    parallel = client.get("/system/info").json()["active_model"]["parallel"]
+    assert (health.pop("slots_idle"), health.pop("slots_processing")) == (parallel, 0)
+    assert health == {"status": "healthy", "model_loaded": True, "model_id": "gemma-3-270m"}
 
 
 def test_system_info(client: httpx.Client) -> None:

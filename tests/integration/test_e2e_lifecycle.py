@@ -36,7 +36,13 @@ GEMMA = "gemma-3-270m"
 
 def _check_no_model(c: httpx.Client) -> None:
     """Everything a server with no model says."""
-    assert c.get("/health").json() == {"status": "healthy", "model_loaded": False, "model_id": None}
+    assert c.get("/health").json() == {
+        "status": "healthy",
+        "model_loaded": False,
+        "model_id": None,
+        "slots_idle": 0,
+        "slots_processing": 0,
+    }
     r = c.get("/models/current")
     assert r.status_code == 404
     assert r.json() == NO_MODEL_CURRENT

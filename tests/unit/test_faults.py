@@ -127,6 +127,8 @@ def test_a_failed_engine_is_reported_and_replaced(models_file: Path) -> None:
             "status": "degraded",
             "model_loaded": False,
             "model_id": "alpha",
+            "slots_idle": 0,  # a failed engine has no slot to offer
+            "slots_processing": 0,
         }
         r = client.post("/generate", json={"prompt": "hello", "max_length": 4})
         assert r.status_code == 200, r.text

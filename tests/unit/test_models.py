@@ -53,6 +53,8 @@ def test_start_up_survives_a_model_that_cannot_load(models_file: Path) -> None:
             "status": "healthy",
             "model_loaded": False,
             "model_id": None,
+            "slots_idle": 0,
+            "slots_processing": 0,
         }
 
 

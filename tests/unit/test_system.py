@@ -10,13 +10,25 @@ LOCALLAB_KEYS = {"cpu_usage", "memory_usage", "gpu_info", "active_model", "uptim
 def test_health_with_a_model(client: Any) -> None:
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "healthy", "model_loaded": True, "model_id": "alpha"}
+    assert response.json() == {
+        "status": "healthy",
+        "model_loaded": True,
+        "model_id": "alpha",
+        "slots_idle": 4,  # the fake engine's parallel
+        "slots_processing": 0,
+    }
 
 
 def test_health_without_a_model(empty_client: Any) -> None:
     response = empty_client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "healthy", "model_loaded": False, "model_id": None}
+    assert response.json() == {
+        "status": "healthy",
+        "model_loaded": False,
+        "model_id": None,
+        "slots_idle": 0,
+        "slots_processing": 0,
+    }
 
 
 def test_health_follows_unload(client: Any) -> None:

@@ -291,6 +291,11 @@ class Health(msgspec.Struct, kw_only=True):
     model_id names it); the next request or load opens it again."""
     model_loaded: bool
     model_id: str | None
+    slots_idle: int = 0
+    """Generation slots without a sequence, summed over the resident chat models (as
+    llama-server's /health names them); 0 when none is resident."""
+    slots_processing: int = 0
+    """Generation slots decoding a sequence now, summed over the resident chat models."""
 
 
 class MemoryInfo(msgspec.Struct, kw_only=True):

@@ -110,10 +110,14 @@ class LlamaEngine:
         return self._loop.failed
 
     def stats(self) -> EngineStats:
-        """Live counters (the others read without the lock: a slightly stale view is fine)."""
+        """Live counters, read without the decode thread's lock: a slightly stale view is
+        fine, and the thread holds that lock while it admits jobs, which may restore a cached
+        prompt from disk; /health and /metrics must not wait on that."""
         loop = self._loop
-        with loop.cond:  # the decode thread changes the queue meanwhile
-            queued = loop.queued()
+        # list() copies the deque in one C call (no thread switch inside), so the copy is
+        # consistent even while the decode thread admits jobs.
+        waiting = list(loop.pending)
+        queued = sum(1 for job in waiting if not job.handle.cancelled.is_set())
         return EngineStats(
             active=loop.n_active,
             queued=queued,
@@ -123,6 +127,7 @@ class LlamaEngine:
             drafted_tokens=loop.drafted_total,
             evicted_tokens=loop.pool.evicted_total,
             prompt_cache=None if self._prompt_cache is None else self._prompt_cache.stats(),
+            kv_used_tokens=loop.pool.used(loop.slots),
         )
 
     def tokenize(self, text: str, *, add_bos: bool = True, special: bool = True) -> list[int]:

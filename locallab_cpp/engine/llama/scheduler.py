@@ -439,6 +439,7 @@ class DecodeLoop:
                     stop_sequence=stop_sequence,
                     prompt_seconds=max(0.0, first - job.admitted_at),
                     generation_seconds=time.monotonic() - first,
+                    queued_seconds=max(0.0, job.admitted_at - job.handle.submitted_at),
                 ),
             )
         )

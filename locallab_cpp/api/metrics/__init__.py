@@ -1,0 +1,1 @@
+"""GET /metrics: the server's metrics in Prometheus' text format (with --metrics)."""
