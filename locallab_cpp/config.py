@@ -109,7 +109,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     prefix restores it into whichever slot it gets instead of computing it, after its own
     slot's cache was evicted or when another session sent it. A hard limit (least recently
     used out first), counted in the memory estimate, and never more than an eighth of the
-    memory available at load. 0 switches the cache off."""
+    memory available at load. With a disk store (prompt_cache_disk), a state stays in
+    memory only until its file is written, then loads from disk when wanted. 0 switches
+    the cache off."""
 
     prompt_cache_min_tokens: Annotated[int, msgspec.Meta(ge=16)] = 1024
     """Prompts shorter than this are neither cached nor restored from the prompt cache:
