@@ -46,8 +46,8 @@ logger = logging.getLogger("locallab_cpp.engine")
 PREFIX_REUSE_MIN_TOKENS = 32
 """A cached prefix shorter than this is not worth choosing a slot for (see _admit)."""
 SHARED_CHUNK_DIVISOR = 4
-"""While other slots are generating, a prompt chunk is n_batch / this, so their streams keep
-flowing during a long prefill."""
+"""While other slots generate, a step is n_batch / this rows (whole micro-batches) of their
+tokens and a prompt chunk, so their streams keep flowing during a long prefill."""
 
 
 class DecodeLoop:
@@ -71,6 +71,7 @@ class DecodeLoop:
         self._n_vocab = loaded.model.n_vocab()
         self._n_ctx_slot = loaded.n_ctx_slot
         self._batch = StepBatch(n_batch)
+        self._ubatch = max(1, int(llama_cpp.llama_n_ubatch(self._ctx)))
         self._pieces = Pieces(self._vocab)
         self.slots = [Slot(seq_id=i) for i in range(parallel)]
         self.windows = Windows(
@@ -299,8 +300,10 @@ class DecodeLoop:
                 for guess in proposed:
                     batch.add(slot, guess, True, draft=True)
         budget = batch.capacity - batch.n
-        if generating:
-            budget = min(budget, max(1, batch.capacity // SHARED_CHUNK_DIVISOR))
+        if generating:  # the streams' rows and the chunk fill whole micro-batches, not
+            # one and a nearly empty second (each costs a pass over every layer)
+            rows = -(-max(batch.n + 1, batch.capacity // SHARED_CHUNK_DIVISOR) // self._ubatch)
+            budget = min(budget, rows * self._ubatch - batch.n)
         budget, remaining = self.pool.prefill_budget(self.slots, budget)
         batch.add_prompt_chunks(self.slots, budget, self.windows.pause_at)
         if batch.n == 0:
