@@ -127,6 +127,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Bytes the prompt cache's folder may take (least recently used files out first);
     0 keeps the prompt cache in memory only."""
 
+    rpc: tuple[str, ...] = ()
+    """llama.cpp RPC workers (``HOST:PORT``, repeatable or comma-separated) that the
+    models' layers are placed on (a model's ``rpc`` in models.toml wins); each is reached
+    over TCP before it is attached. Start them with ``python -m locallab_cpp rpc-worker``.
+    See docs/rpc.md."""
+
+    rpc_allow_remote: bool = False
+    """Allow RPC workers off the loopback interface. llama.cpp's RPC protocol has no
+    authentication: use it on a network you trust only."""
+
+    rpc_backend: str = ""
+    """The RPC backend to load when this llama-cpp-python has none built in: the
+    ``libggml-rpc.so`` scripts/build_rpc.sh builds (empty: its default place under the
+    user's cache folder)."""
+
     n_batch: Annotated[int, msgspec.Meta(ge=32, le=8192)] = 512
     """Most tokens sent to llama.cpp in one decode step; long prompts are cut into chunks of
     this size so that running streams keep flowing."""
@@ -281,7 +296,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 FIELD_NAMES: tuple[str, ...] = Settings.__struct_fields__
 
 
-LIST_FIELDS = frozenset({"api_keys", "allowed_hosts", "cors_origins", "model_aliases", "pin"})
+LIST_FIELDS = frozenset(
+    {"api_keys", "allowed_hosts", "cors_origins", "model_aliases", "pin", "rpc"}
+)
 """Settings holding several values: repeatable flags, comma-separated environment values."""
 
 ENV_ALIASES: dict[str, str] = {"api_keys": ENV_PREFIX + "API_KEY"}

@@ -110,10 +110,17 @@ def gpu_free_memory() -> int | None:
         ctypes.POINTER(ctypes.c_size_t),
     ]
     memory_fn.restype = None
+    reg_fn, name_fn = lib.ggml_backend_dev_backend_reg, lib.ggml_backend_reg_name
+    reg_fn.argtypes, reg_fn.restype = [ctypes.c_void_p], ctypes.c_void_p
+    name_fn.argtypes, name_fn.restype = [ctypes.c_void_p], ctypes.c_char_p
     total_free, found = 0, False
     for index in range(int(count_fn())):
         device = get_fn(index)
         if not device or type_fn(device) not in _GPU_TYPES:
+            continue
+        # RPC workers' devices are other machines' memory, and asking a lost worker
+        # would block for good (engine/llama/rpc.py).
+        if (name_fn(reg_fn(device)) or b"").startswith(b"RPC"):
             continue
         free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
         memory_fn(device, ctypes.byref(free), ctypes.byref(total))

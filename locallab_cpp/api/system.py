@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from litestar import Controller, get
 from litestar.datastructures import State
@@ -16,6 +18,8 @@ from locallab_cpp.api.locallab.protocol import (
     Health,
     LlamaCppInfo,
     MemoryInfo,
+    RpcDevice,
+    RpcPlacement,
     SystemInfo,
 )
 from locallab_cpp.api.locallab.residents import resident_models
@@ -96,6 +100,7 @@ class SystemController(Controller):
                 drafted_tokens=stats.drafted_tokens,
                 evicted_tokens=stats.evicted_tokens,
                 prompt_cache=stats.prompt_cache,
+                rpc=_rpc_placement(details),
             )
         offloading = engine is None or engine.info.n_gpu_layers > 0
         return SystemInfo(
@@ -115,3 +120,14 @@ class SystemController(Controller):
             loading=models.loading.model_id if models.loading else None,
             resident_models=resident_models(models),
         )
+
+
+def _rpc_placement(details: Mapping[str, Any]) -> RpcPlacement | None:
+    workers = details.get("rpc_workers")
+    if not workers:
+        return None
+    return RpcPlacement(
+        workers=[str(w) for w in workers],
+        devices=[RpcDevice(**d) for d in details.get("rpc_devices") or ()],
+        layers={str(k): str(v) for k, v in (details.get("layer_devices") or {}).items()},
+    )

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from locallab_cpp import __version__, logsafe
+from locallab_cpp.cli import rpc_worker
 from locallab_cpp.config import (
     CACHE_TYPE_CHOICES,
     ENV_PREFIX,
@@ -47,6 +48,8 @@ SERVE_FLAGS: tuple[tuple[str, str, Any], ...] = (
     ("--prompt-cache-dir", "prompt_cache_dir", str),
     ("--prompt-cache-disk", "prompt_cache_disk", int),
     ("--n-batch", "n_batch", int),
+    ("--rpc", "rpc", str),
+    ("--rpc-backend", "rpc_backend", str),
     ("--queue-size", "queue_size", int),
     ("--max-generation-s", "max_generation_s", float),
     ("--shutdown-grace-s", "shutdown_grace_s", float),
@@ -72,6 +75,8 @@ METAVARS: dict[str, str] = {
     "prompt_cache_ram": "BYTES",
     "prompt_cache_disk": "BYTES",
     "prompt_cache_dir": "DIR",
+    "rpc": "HOST:PORT[,HOST:PORT...]",
+    "rpc_backend": "PATH",
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -108,6 +113,7 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
         ("--rate-limit-loopback", "rate_limit_loopback"),
         ("--pull-on-demand", "pull_on_demand"),
         ("--metrics", "metrics"),
+        ("--rpc-allow-remote", "rpc_allow_remote"),
     ):
         parser.add_argument(
             flag,
@@ -155,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("model_id", metavar="ID", help="A model id of the registry.")
         command.add_argument("--models-file", dest="models_file", default=None, help=file_help)
     _add_chat_parser(sub)
+    rpc_worker.add_parser(sub)
     return parser
 
 
@@ -310,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # models.toml (where the server listens) count here.
             settings = load_settings()
             return run_chat(args, args.url or default_url(settings.host, settings.port))
+        if args.command == "rpc-worker":
+            return rpc_worker.run_worker(args)
         given = {k: v for k, v in vars(args).items() if k in FIELD_NAMES}
         settings = load_settings(given)
         if args.command == "serve":

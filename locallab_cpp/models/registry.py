@@ -105,6 +105,9 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     pooling: Pooling | None = None
     """Pooling of an embedding or rerank model; None: what its GGUF says
     (``<arch>.pooling_type``), else mean for embeddings and rank for rerank."""
+    rpc: tuple[str, ...] = ()
+    """llama.cpp RPC workers (``HOST:PORT``) this model's layers go to; empty: the server's
+    ``--rpc``. See docs/rpc.md."""
 
     @property
     def source(self) -> Source:

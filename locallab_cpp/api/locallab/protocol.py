@@ -340,6 +340,24 @@ class LlamaCppInfo(msgspec.Struct, kw_only=True):
     backend: str
 
 
+class RpcDevice(msgspec.Struct, kw_only=True):
+    """A device of an RPC worker, as llama.cpp lists it."""
+
+    name: str
+    description: str
+    memory_free_bytes: int
+    memory_total_bytes: int
+
+
+class RpcPlacement(msgspec.Struct, kw_only=True):
+    """Where a model's layers went when it uses RPC workers (docs/rpc.md)."""
+
+    workers: list[str]
+    devices: list[RpcDevice]
+    layers: dict[str, str]
+    """Device name -> its layers (e.g. "0-9"), from llama.cpp's load log; CPU: this host."""
+
+
 class ActiveModel(msgspec.Struct, kw_only=True):
     """The loaded model and its engine's counters."""
 
@@ -391,6 +409,8 @@ class ActiveModel(msgspec.Struct, kw_only=True):
     prompt_cache: dict[str, int] | None = None
     """The prompt cache beyond the slots: entries and bytes in memory and its budget, hits
     from memory and from disk, tokens restored, files and bytes on disk; null when off."""
+    rpc: RpcPlacement | None = None
+    """RPC workers and where the layers went; null without workers."""
 
 
 class SystemInfo(msgspec.Struct, kw_only=True):

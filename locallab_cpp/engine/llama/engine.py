@@ -9,6 +9,7 @@ reads the model holds a lease (engine/lease.py): close() frees nothing while one
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,12 +20,13 @@ import llama_cpp
 from locallab_cpp.config import Settings
 from locallab_cpp.engine.base import EngineInfo, EngineStats, FimTokens
 from locallab_cpp.engine.lease import Leases
-from locallab_cpp.engine.llama import extras
+from locallab_cpp.engine.llama import extras, rpc
 from locallab_cpp.engine.llama.chat_segments import vocab_control_texts, vocab_eog_texts
 from locallab_cpp.engine.llama.chat_template import ChatTemplate
 from locallab_cpp.engine.llama.embedding import LlamaEmbeddingEngine
 from locallab_cpp.engine.llama.gguf import GGUFError, check_gguf
 from locallab_cpp.engine.llama.loading import open_model, release_freed_memory
+from locallab_cpp.engine.llama.outbox import flush
 from locallab_cpp.engine.llama.prefix_reuse import open_cache
 from locallab_cpp.engine.llama.scheduler import DecodeLoop
 from locallab_cpp.engine.llama.slots import Job
@@ -48,6 +50,8 @@ from locallab_cpp.errors import (
 from locallab_cpp.models.fit import check_fits
 from locallab_cpp.models.registry import ModelSpec
 
+logger = logging.getLogger("locallab_cpp.engine")
+
 
 class LlamaEngine:
     """A GGUF model served with parallel slots and continuous batching."""
@@ -55,7 +59,13 @@ class LlamaEngine:
     def __init__(self, *, spec: ModelSpec, path: Path, settings: Settings) -> None:
         self._settings = settings
         self._leases = Leases()
-        self._loaded = open_model(spec, path, settings)
+        uses_rpc = bool(spec.rpc or settings.rpc)
+        try:
+            self._loaded = rpc.load_guarded(lambda: open_model(spec, path, settings), uses_rpc)
+        except rpc.RpcError as exc:
+            raise ModelUnavailable(f"Model '{spec.id}': {exc}") from None
+        self._stuck = False
+        """An RPC worker was lost mid-call: the decode thread is blocked for good."""
         self._parallel = self._loaded.parallel
         model = self._loaded.model
         self._vocab = model.vocab
@@ -98,6 +108,25 @@ class LlamaEngine:
             max_generation_s=settings.max_generation_s,
             prompt_cache=self._prompt_cache,
         )
+        if self._loaded.devices is not None and self._loaded.devices.uses_rpc:
+            rpc.on_worker_failure(id(self), self._lost_worker)
+
+    def _lost_worker(self, message: str) -> None:
+        """An RPC worker failed mid-call (rpc.py; any thread, and no llama.cpp call: the
+        context is stuck). Every request of this model ends with an error saying what to
+        do; the model manager opens it again at the next request."""
+        loop = self._loop
+        self._stuck = True
+        with loop.cond:
+            loop.failed = True
+            loop.stopping = True
+            jobs = [s.job for s in loop.slots if s.job is not None] + list(loop.pending)
+            loop.pending.clear()
+        error = EngineFailure(
+            f"An RPC worker of model '{self._info.model_id}' went away ({message}). Start "
+            "the worker again; the next request loads the model again."
+        )
+        flush([(job.handle, error) for job in jobs])
 
     @property
     def info(self) -> EngineInfo:
@@ -233,6 +262,13 @@ class LlamaEngine:
         engine is freed too.
         """
         self._leases.close()
+        rpc.on_worker_failure(id(self), None)
+        if self._stuck:
+            # Its thread is blocked inside llama.cpp for good: freeing the context under it
+            # is not safe, so its memory stays taken until the server restarts.
+            logger.warning("model %s left in memory: an RPC worker was lost under it",
+                           self._info.model_id)  # fmt: skip
+            return
         if self._loop.stop(reason or GenerationAborted()):
             if self._prompt_cache is not None and self._prompt_cache.files is not None:
                 self._prompt_cache.files.close()  # queued writes get a few seconds

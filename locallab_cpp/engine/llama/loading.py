@@ -18,7 +18,7 @@ import msgspec
 from llama_cpp import _internals
 
 from locallab_cpp.config import CACHE_TYPE_BYTES, Settings
-from locallab_cpp.engine.llama import drafting
+from locallab_cpp.engine.llama import devices, drafting
 from locallab_cpp.engine.llama.repack import AppliedRepack, apply_repack, resolve_repack
 from locallab_cpp.errors import ModelUnavailable
 from locallab_cpp.models import sizing
@@ -143,6 +143,8 @@ class LoadedModel:
     """The GGUF it was read from (its header gives the shape the KV figure uses)."""
     prompt_cache_bytes: int = 0
     """The prompt cache's memory budget (MemoryPlan.prompt_cache_bytes)."""
+    devices: devices.DevicePlan | None = None
+    """The devices its layers may use where the load listed them (RPC workers: rpc.py)."""
 
     def details(self, spec: ModelSpec, settings: Settings) -> dict[str, Any]:
         """Facts about the load for /system/info."""
@@ -175,6 +177,7 @@ class LoadedModel:
             "repack": self.repack.plan.mode,
             "repack_reason": self.repack.plan.reason,
             "prompt_cache_budget_bytes": self.prompt_cache_bytes,
+            **(self.devices.details() if self.devices is not None else {}),
         }
 
     def close(self) -> None:
@@ -187,7 +190,10 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
     """Load the GGUF at ``path`` and create a context whose slots share one KV pool, sized
     by :func:`locallab_cpp.models.sizing.plan` (the same formula the listings show)."""
     init_backend()
+    placed = devices.plan_devices(spec, settings)  # RPC workers reached and attached first
     n_gpu_layers = resolve_gpu_layers(settings.n_gpu_layers)
+    if placed is not None and not placed.devices:
+        n_gpu_layers = 0  # RPC workers attached for other models; this one stays here
     threads = settings.threads or physical_cores()
     # Planned from the memory available before the weights are read: the plan counts the
     # file itself.
@@ -203,8 +209,11 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
         settings.repack, path, gpu_offload=n_gpu_layers > 0 and gpu_offload_supported()
     )
     repack = apply_repack(mparams, plan)
+    if placed is not None:
+        devices.apply(mparams, placed)
     try:
-        model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
+        with devices.layers_logged(placed):
+            model = _internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
     except ValueError:
         raise ModelUnavailable(
             f"llama.cpp could not load the GGUF of model '{spec.id}'; the file may be "
@@ -273,4 +282,5 @@ def open_model(spec: ModelSpec, path: Path, settings: Settings) -> LoadedModel:
         cache_types=(settings.cache_type_k, settings.cache_type_v),
         path=path,
         prompt_cache_bytes=memory.prompt_cache_bytes,
+        devices=placed,
     )
