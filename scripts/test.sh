@@ -43,6 +43,12 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
     fi
 fi
 
+# llama.cpp's RPC backend for tests/integration/test_e2e_rpc.py, built from the installed
+# llama-cpp-python's own llama.cpp (about a minute on 2 cores, kept under ~/.cache; nothing
+# is built when it is there). Without it, that test fails and says so.
+PYTHON=.venv/bin/python scripts/build_rpc.sh >/dev/null \
+    || echo "scripts/test.sh: could not build the RPC backend; the RPC test will fail" >&2
+
 .venv/bin/python -m ruff check locallab_cpp tests scripts
 .venv/bin/python -m mypy
 .venv/bin/python -m pytest "$@"

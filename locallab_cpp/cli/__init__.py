@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from locallab_cpp import __version__, logsafe
-from locallab_cpp.cli import rpc_worker
 from locallab_cpp.config import (
     CACHE_TYPE_CHOICES,
     ENV_PREFIX,
@@ -161,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("model_id", metavar="ID", help="A model id of the registry.")
         command.add_argument("--models-file", dest="models_file", default=None, help=file_help)
     _add_chat_parser(sub)
-    rpc_worker.add_parser(sub)
+    from locallab_cpp.cli.rpc_worker import add_parser as add_rpc_worker
+
+    add_rpc_worker(sub)
     return parser
 
 
@@ -318,7 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = load_settings()
             return run_chat(args, args.url or default_url(settings.host, settings.port))
         if args.command == "rpc-worker":
-            return rpc_worker.run_worker(args)
+            from locallab_cpp.cli.rpc_worker import run_worker
+
+            return run_worker(args)
         given = {k: v for k, v in vars(args).items() if k in FIELD_NAMES}
         settings = load_settings(given)
         if args.command == "serve":
