@@ -200,7 +200,7 @@ def main(args: argparse.Namespace) -> int:
                           f"max {max(got['gaps_during'], default=float('nan')):.3f} s",
                           flush=True)  # fmt: skip
         peak = sampler.stop()
-    text = _render(args, machine_info(args.threads), alone, beside, prompt_tokens, peak, cmd)
+    text = _render(args, _machine(args.threads), alone, beside, prompt_tokens, peak, cmd)
     print(text)
     if args.markdown is not None:
         _write_section(args.markdown, text)
@@ -253,3 +253,8 @@ def _write_section(path: Path, text: str) -> None:
         path.write_text(head + text + tail, encoding="utf-8")
     else:
         path.write_text(old.rstrip("\n") + "\n\n" + text + "\n", encoding="utf-8")
+
+
+def _machine(threads: int) -> str:
+    m = machine_info(threads)
+    return f"{m['CPU']}, {m['Cores']}" if isinstance(m, dict) else str(m)
