@@ -89,7 +89,10 @@ def _ours(threads: int, parallel: int, extra: list[str]) -> Ours:
         "--threads", str(threads), "--parallel", str(parallel), "--n-ctx", "1024",
         "--metrics", "--rate-limit", "0", "--log-level", "warning", *extra,
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    # Passive OpenMP waits: on a shared small machine a spinning barrier of the two-thread
+    # server stalls it for minutes whenever another process holds a core (seen: 8 tok/s
+    # instead of 100). The same setting for all three set-ups keeps them comparable.
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return Ours(cmd, port, cwd=REPO_ROOT, env=env)
 
 
@@ -224,7 +227,7 @@ def _render(args: argparse.Namespace, results: dict[str, list[Round]], shares: l
         f"tests/litellm-requirements.txt. {CLIENTS} clients in a closed loop, "
         f"{REQUESTS_PER_CLIENT} chat completions each a round (fixed short prompts, greedy, "
         f"max_tokens {MAX_TOKENS}), medians of {len(results['direct'])} rounds, the three "
-        "set-ups taking turns.",
+        "set-ups taking turns; the servers ran with OMP_WAIT_POLICY=PASSIVE.",
         "",
         "| Set-up | Servers | Generated tok/s | Request latency (s, median) |",
         "|---|---|---:|---:|",
