@@ -14,6 +14,15 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 
+# LiteLLM's proxy for tests/integration/test_e2e_litellm.py, in a virtual environment of its
+# own: it pins many packages (pydantic, httpx, openai...) that must not replace ours. The pin
+# is tests/litellm-requirements.txt; pip checks it each run (seconds when nothing changed,
+# about a minute from pip's cache on a fresh clone).
+if [ ! -x .venv-litellm/bin/python ]; then
+    "$PYTHON" -m venv .venv-litellm
+fi
+.venv-litellm/bin/python -m pip install --quiet -r tests/litellm-requirements.txt
+
 # The real Claude Code CLI for tests/integration/test_e2e_claude_code.py, pinned by
 # tests/node/package-lock.json. Installed again only when the lockfile changed (a stamp in
 # node_modules says which one it is), from npm's cache when it has the package. Without npm,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import agent, agent_cache, llama_report, llama_server, long_prompt, rpc
+from bench import agent, agent_cache, fleet, llama_report, llama_server, long_prompt, rpc
 from bench.ceiling import InProcess
 from bench.config import CONCURRENCY_LEVELS, REPO_ROOT, BenchError, Config, machine_info
 from bench.phases import measure
@@ -93,15 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--phase",
-        choices=("standing", "agent", "agent-cache", "long-prompt", "rpc"),
+        choices=("standing", "agent", "agent-cache", "long-prompt", "fleet", "rpc"),
         default="standing",
         help="standing: the in-process ceiling, our server and llama-server (default); "
         "agent: Claude Code's and Codex's real first requests, cold and next turn "
         "(bench/agent.py); agent-cache: the agent workload of issue 22, six turns of two "
         "interleaved sessions and a third after a restart, ours beside llama-server "
         "(bench/agent_cache.py); long-prompt: a 20k-token prompt beside two generating "
-        "streams against the same prompt alone (bench/long_prompt.py); rpc: the model over two "
-        "loopback RPC workers against the CPU alone (bench/rpc.py)",
+        "streams against the same prompt alone (bench/long_prompt.py); fleet: one server "
+        "direct, the same through LiteLLM's proxy, and two half-sized servers behind it "
+        "least-busy, 16 clients (bench/fleet.py); rpc: the model over two loopback RPC "
+        "workers against the CPU alone (bench/rpc.py)",
     )
     agent_cache.add_arguments(parser)
     return parser
@@ -118,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return agent_cache.main(args)
     if phase == "long-prompt":
         return long_prompt.main(args)
+    if phase == "fleet":
+        return fleet.main(args)
     if phase == "rpc":
         return rpc.main(args)
     return standing(args, argv)
