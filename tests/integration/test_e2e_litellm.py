@@ -145,12 +145,22 @@ def servers() -> Iterator[list[ServerProcess]]:
 
 
 @pytest.fixture(scope="module")
-def proxy(servers: list[ServerProcess], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    # Never skipped: a missing proxy is a broken checkout, fixed by the test command.
+def litellm_installed() -> Path:
+    # Never skipped: a missing proxy is a broken checkout, fixed by the test command. Checked
+    # before the servers start, so the failure comes at once.
     assert LITELLM.exists(), (
         f"{LITELLM} is missing: run scripts/test.sh, which installs LiteLLM's proxy from "
         "tests/litellm-requirements.txt into .venv-litellm"
     )
+    return LITELLM
+
+
+@pytest.fixture(scope="module")
+def proxy(
+    litellm_installed: Path,
+    servers: list[ServerProcess],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
     config = tmp_path_factory.mktemp("litellm") / "config.yaml"
     config.write_text(litellm_config([s.port for s in servers]), encoding="utf-8")
     running = LiteLLMProxy(config)
