@@ -216,14 +216,18 @@ def _render(args: argparse.Namespace, machine: str, alone: list[float],
     ttft_alone = statistics.median(alone)
     ttft_beside = statistics.median(b["ttft"] for b in beside)
     ratio = ttft_beside / ttft_alone
-    chunk = N_BATCH // 4
+    from locallab_cpp.engine.llama.scheduler import SHARED_CHUNK_DIVISOR
+
+    rows = N_BATCH // SHARED_CHUNK_DIVISOR
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     command = "python scripts/bench.py " + " ".join(sys.argv[1:])
     lines = [
         START,
         f"Run {when}: `{command.strip()}`; {machine}; a {prompt_tokens}-token prompt, "
         f"{len(alone)} runs alone and {len(beside)} beside {STREAMS} generating streams; "
-        f"the prompt chunk while others generate: {chunk} tokens (n_batch {N_BATCH} / 4).",
+        f"while others generate a step is {rows} rows (n_batch {N_BATCH} / "
+        f"{SHARED_CHUNK_DIVISOR}, whole micro-batches of 128): the streams' tokens and "
+        f"{rows - STREAMS} prompt tokens.",
         "",
         "| Figure | Value | Target | Result |",
         "|---|---:|---|---|",

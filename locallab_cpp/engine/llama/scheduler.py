@@ -45,9 +45,10 @@ logger = logging.getLogger("locallab_cpp.engine")
 
 PREFIX_REUSE_MIN_TOKENS = 32
 """A cached prefix shorter than this is not worth choosing a slot for (see _admit)."""
-SHARED_CHUNK_DIVISOR = 4
+SHARED_CHUNK_DIVISOR = 2
 """While other slots generate, a step is n_batch / this rows (whole micro-batches) of their
-tokens and a prompt chunk, so their streams keep flowing during a long prefill."""
+tokens and a prompt chunk: they keep flowing, and a long prefill pays a step's fixed cost
+every two micro-batches, not each (docs/benchmarks.md)."""
 
 
 class DecodeLoop:
@@ -300,8 +301,7 @@ class DecodeLoop:
                 for guess in proposed:
                     batch.add(slot, guess, True, draft=True)
         budget = batch.capacity - batch.n
-        if generating:  # the streams' rows and the chunk fill whole micro-batches, not
-            # one and a nearly empty second (each costs a pass over every layer)
+        if generating:  # whole micro-batches: a nearly empty one costs a pass over each layer
             rows = -(-max(batch.n + 1, batch.capacity // SHARED_CHUNK_DIVISOR) // self._ubatch)
             budget = min(budget, rows * self._ubatch - batch.n)
         budget, remaining = self.pool.prefill_budget(self.slots, budget)
