@@ -45,10 +45,9 @@ logger = logging.getLogger("locallab_cpp.engine")
 
 PREFIX_REUSE_MIN_TOKENS = 32
 """A cached prefix shorter than this is not worth choosing a slot for (see _admit)."""
-SHARED_CHUNK_DIVISOR = 2
+SHARED_CHUNK_DIVISOR = 4
 """While other slots generate, a step is n_batch / this rows (whole micro-batches) of their
-tokens and a prompt chunk: they keep flowing, and a long prefill pays a step's fixed cost
-every two micro-batches, not each (docs/benchmarks.md)."""
+tokens and a prompt chunk, so their streams keep flowing during a long prefill."""
 
 
 class DecodeLoop:
