@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from bench.config import REPO_ROOT, BenchError, machine_info
+from bench.config import REPO_ROOT, BenchError, machine_info, write_marked
 from bench.processes import ChildProcess, free_port
 
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "claude_code_request.json"
@@ -317,14 +317,7 @@ def render(machine: dict[str, str], results: dict[str, tuple[Turn, Turn, int]]) 
 
 def write_markdown(path: Path, text: str) -> None:
     """Replace the text between this phase's markers in ``path`` (append them if absent)."""
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    doc = path.read_text(encoding="utf-8") if path.exists() else ""
-    block = f"{start}\n{text}{end}"
-    if start in doc and end in doc:
-        doc = doc[: doc.index(start)] + block + doc[doc.index(end) + len(end) :]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(doc, encoding="utf-8")
+    write_marked(path, SECTION, text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.config import MIB, ratio
+from bench.config import MIB, ratio, write_marked
 
 if TYPE_CHECKING:
     from bench.agent_cache import Side, Turn
@@ -130,14 +130,7 @@ def render_markdown(
 
 def write_section(path: Path, text: str) -> None:
     """Replace the text between this phase's markers in ``path`` (append them if absent)."""
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    doc = path.read_text(encoding="utf-8") if path.exists() else ""
-    block = f"{start}\n{text}{end}"
-    if start in doc and end in doc:
-        doc = doc[: doc.index(start)] + block + doc[doc.index(end) + len(end) :]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(doc, encoding="utf-8")
+    write_marked(path, SECTION, text)
 
 
 def write_plot(path: Path, sides: list[Side], system_tokens: int) -> None:

@@ -149,3 +149,27 @@ def machine_info(threads: int) -> dict[str, str]:
         "Python": platform.python_version(),
         "llama-cpp-python": llama_cpp.__version__,
     }
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The comments around a phase's section in a Markdown file."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def write_marked(path: Path, name: str, body: str) -> None:
+    """Replace the text between ``name``'s markers in ``path`` with ``body`` (ending in a
+    newline); append the markers and it if absent."""
+    start, end = markers(name)
+    doc = path.read_text(encoding="utf-8") if path.exists() else ""
+    block = f"{start}\n{body}{end}"
+    if start in doc and end in doc:
+        doc = doc[: doc.index(start)] + block + doc[doc.index(end) + len(end) :]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(doc, encoding="utf-8")
+
+
+def machine_line(threads: int) -> str:
+    """The CPU and its cores, as a run's one-line header names them."""
+    machine = machine_info(threads)
+    return f"{machine['CPU']}, {machine['Cores']}"

@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.config import REPO_ROOT, BenchError, machine_info
+from bench.config import REPO_ROOT, BenchError, machine_info, markers, write_marked
 from bench.processes import ChildProcess, free_port
 from bench.workloads import OPENERS
 
@@ -49,8 +49,8 @@ MAX_TOKENS = 64
 STAGGER_S = 0.02
 OVERHEAD_REQUESTS = 12
 LITELLM = REPO_ROOT / ".venv-litellm" / "bin" / "litellm"
-START = "<!-- fleet:start -->"
-END = "<!-- fleet:end -->"
+SECTION = "fleet"
+START, END = markers(SECTION)
 PROMPTS = [f"Continue this text in plain words: {opener}" for opener in OPENERS]
 
 
@@ -199,7 +199,7 @@ def main(args: argparse.Namespace) -> int:
     text = _render(args, results, shares, direct_1, proxied_1, half_threads, half_parallel)
     print(text)
     if args.markdown is not None:
-        _write_section(args.markdown, text)
+        write_marked(args.markdown, SECTION, text)
         print(f"wrote {args.markdown}")
     return 0
 
@@ -221,7 +221,6 @@ def _render(args: argparse.Namespace, results: dict[str, list[Round]], shares: l
          f"--threads {half_threads} --parallel {half_parallel} each", "fleet"),
     ]  # fmt: skip
     lines = [
-        START,
         f"Run {when}: `{command.strip()}`; {machine['CPU']}, {machine['Cores']}; "
         f"llama-cpp-python {machine['llama-cpp-python']}; LiteLLM from "
         f"tests/litellm-requirements.txt. {CLIENTS} clients in a closed loop, "
@@ -239,16 +238,5 @@ def _render(args: argparse.Namespace, results: dict[str, list[Round]], shares: l
         f"({OVERHEAD_REQUESTS} each): {d1 * 1000:.0f} ms direct, {p1 * 1000:.0f} ms through "
         f"the proxy (+{(p1 - d1) * 1000:.0f} ms).",
         f"- (iii)'s requests per server, from each server's /metrics: {shares[0]} and {shares[1]}.",
-        END,
     ]
-    return "\n".join(lines)
-
-
-def _write_section(path: Path, text: str) -> None:
-    old = path.read_text(encoding="utf-8")
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        _, tail = rest.split(END, 1)
-        path.write_text(head + text + tail, encoding="utf-8")
-    else:
-        path.write_text(old.rstrip("\n") + "\n\n" + text + "\n", encoding="utf-8")
+    return "\n".join(lines) + "\n"

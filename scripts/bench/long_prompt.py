@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from bench.config import REPO_ROOT, BenchError, machine_info, tag
+from bench.config import REPO_ROOT, BenchError, machine_line, tag, write_marked
 from bench.processes import ChildProcess, PeakRss, free_port
 from bench.workloads import OPENERS, build_body
 
@@ -39,8 +39,7 @@ LONG_TOKENS = 20000
 STREAMS = 2
 STREAM_MAX_TOKENS = 4000
 N_BATCH = 512
-START = "<!-- long-prompt:start -->"
-END = "<!-- long-prompt:end -->"
+SECTION = "long-prompt"
 
 
 class Ours(ChildProcess):
@@ -203,10 +202,10 @@ def main(args: argparse.Namespace) -> int:
                           f"max {max(got['gaps_during'], default=float('nan')):.3f} s",
                           flush=True)  # fmt: skip
         peak = sampler.stop()
-    text = _render(args, _machine(args.threads), alone, beside, prompt_tokens, peak, cmd)
+    text = _render(args, machine_line(args.threads), alone, beside, prompt_tokens, peak, cmd)
     print(text)
     if args.markdown is not None:
-        _write_section(args.markdown, text)
+        write_marked(args.markdown, SECTION, text)
         print(f"wrote {args.markdown}")
     return 0
 
@@ -225,7 +224,6 @@ def _render(args: argparse.Namespace, machine: str, alone: list[float],
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     command = "python scripts/bench.py " + " ".join(sys.argv[1:])
     lines = [
-        START,
         f"Run {when}: `{command.strip()}`; {machine}; a {prompt_tokens}-token prompt, "
         f"{len(alone)} runs alone and {len(beside)} beside {STREAMS} generating streams; "
         f"while others generate a step is {rows} rows (n_batch {N_BATCH} / "
@@ -247,21 +245,5 @@ def _render(args: argparse.Namespace, machine: str, alone: list[float],
         f"| Peak RSS (MiB) | {peak / 2**20:.0f} | | |",
         "",
         f"- ours: `{' '.join(c.replace(sys.executable, 'python') for c in cmd)}`.",
-        END,
     ]
-    return "\n".join(lines)
-
-
-def _write_section(path: Path, text: str) -> None:
-    old = path.read_text(encoding="utf-8")
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        _, tail = rest.split(END, 1)
-        path.write_text(head + text + tail, encoding="utf-8")
-    else:
-        path.write_text(old.rstrip("\n") + "\n\n" + text + "\n", encoding="utf-8")
-
-
-def _machine(threads: int) -> str:
-    m = machine_info(threads)
-    return f"{m['CPU']}, {m['Cores']}" if isinstance(m, dict) else str(m)
+    return "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ import time
 
 import httpx
 
-from bench.config import REPO_ROOT, machine_info
+from bench.config import REPO_ROOT, machine_line
 from bench.processes import ChildProcess, free_port
 
 TOKENS = 128
@@ -103,7 +103,7 @@ def main(args: argparse.Namespace) -> int:
             w.wait(10)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
-        f"Run {when}: `python scripts/bench.py {' '.join(sys.argv[1:])}`; {_machine()}; "
+        f"Run {when}: `python scripts/bench.py {' '.join(sys.argv[1:])}`; {machine_line(1)}; "
         f"1 slot, 1 thread per server and per worker, a greedy stream of {TOKENS} tokens, "
         f"median of {rounds}.",
         "",
@@ -113,8 +113,3 @@ def main(args: argparse.Namespace) -> int:
     ]
     print("\n".join(lines))
     return 0
-
-
-def _machine() -> str:
-    m = machine_info(1)
-    return f"{m['CPU']}, {m['Cores']}" if isinstance(m, dict) else str(m)

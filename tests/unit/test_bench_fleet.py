@@ -41,7 +41,7 @@ def test_the_proxy_routes_one_model_to_every_server_offline(
 def test_the_section_is_replaced_between_its_markers(fleet: ModuleType, tmp_path: Path) -> None:
     doc = tmp_path / "benchmarks.md"
     doc.write_text(f"# B\nbefore\n{fleet.START}\nold figures\n{fleet.END}\nafter\n")
-    fleet._write_section(doc, f"{fleet.START}\nnew figures\n{fleet.END}")
+    fleet.write_marked(doc, fleet.SECTION, "new figures\n")
     text = doc.read_text()
     assert "old figures" not in text
     assert text == f"# B\nbefore\n{fleet.START}\nnew figures\n{fleet.END}\nafter\n"
@@ -52,5 +52,5 @@ def test_the_section_is_appended_when_the_markers_are_missing(
 ) -> None:
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# B\n")
-    fleet._write_section(doc, f"{fleet.START}\nfigures\n{fleet.END}")
+    fleet.write_marked(doc, fleet.SECTION, "figures\n")
     assert doc.read_text() == f"# B\n\n{fleet.START}\nfigures\n{fleet.END}\n"
